@@ -1,0 +1,185 @@
+// Command skiff is a service-mesh sidecar: `skiff init` installs the iptables rules that
+// send a workload's TCP traffic to the proxy, and `skiff run` is the proxy.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"skiff/config"
+	"skiff/intercept"
+	"skiff/listener"
+	"skiff/telemetry"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `skiff — a service-mesh sidecar in one binary
+
+Usage:
+  skiff init     [--config F] [--dry-run] [--remove]   install (or remove) the iptables capture rules
+  skiff run      [--config F]                          run the proxy
+  skiff validate [--config F]                          check a config file and exit
+  skiff version                                        print the version
+
+Every subcommand reads the YAML file given by --config (default: none, all defaults).
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "init":
+		return cmdInit(args, stdout, stderr)
+	case "run":
+		return cmdRun(args, stderr)
+	case "validate":
+		return cmdValidate(args, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "skiff", version)
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "skiff: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+// load parses the subcommand's flags (with --config) and the config file.
+func load(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, string, error) {
+	fs := flag.NewFlagSet("skiff "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "path of the YAML config file (default: built-in defaults)")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, "", err
+	}
+	if fs.NArg() > 0 {
+		return nil, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := config.Load(*path)
+	return cfg, *path, err
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	_, path, err := load("validate", args, stderr, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "skiff validate:", err)
+		return 1
+	}
+	if path == "" {
+		path = "(defaults)"
+	}
+	fmt.Fprintln(stdout, path+": ok")
+	return 0
+}
+
+func cmdInit(args []string, stdout, stderr io.Writer) int {
+	var dryRun, remove bool
+	cfg, _, err := load("init", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&dryRun, "dry-run", false, "print the rules in iptables-save form and change nothing")
+		fs.BoolVar(&remove, "remove", false, "delete every rule and chain skiff made")
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "skiff init:", err)
+		return 1
+	}
+	log := telemetry.NewLogger(stderr, cfg.Log.Format, cfg.Log.Level)
+	switch {
+	case dryRun && remove:
+		fmt.Fprintln(stderr, "skiff init: --dry-run and --remove do not go together")
+		return 2
+	case dryRun:
+		fmt.Fprint(stdout, intercept.DryRun(cfg))
+		return 0
+	case remove:
+		if err := intercept.Uninstall(log); err != nil {
+			log.Error().Err(err).Msg("removing capture rules")
+			return 1
+		}
+		log.Info().Msg("capture rules removed")
+		return 0
+	}
+	if err := intercept.Install(cfg, log); err != nil {
+		log.Error().Err(err).Msg("installing capture rules")
+		return 1
+	}
+	return 0
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	cfg, path, err := load("run", args, stderr, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "skiff run:", err)
+		return 1
+	}
+	log := telemetry.NewLogger(stderr, cfg.Log.Format, cfg.Log.Level)
+	log.Info().Str("version", version).Str(telemetry.FieldFile, path).Msg("starting")
+
+	metrics := telemetry.NewMetrics()
+	srv := listener.NewServer(cfg, log, metrics)
+	admin := telemetry.NewAdmin(metrics, func() any { return cfg })
+
+	adminLn, err := net.Listen("tcp", cfg.Proxy.AdminAddress)
+	if err != nil {
+		log.Error().Err(err).Str(telemetry.FieldAddr, cfg.Proxy.AdminAddress).Msg("admin listener")
+		return 1
+	}
+	go func() {
+		if err := admin.Serve(adminLn); err != nil {
+			log.Error().Err(err).Msg("admin server stopped")
+		}
+	}()
+
+	errc := make(chan error, 4)
+	for _, dir := range []listener.Direction{listener.Outbound, listener.Inbound} {
+		lns, err := srv.Listen(dir)
+		if err != nil {
+			log.Error().Err(err).Str(telemetry.FieldDirection, string(dir)).Msg("listener")
+			return 1
+		}
+		for _, ln := range lns {
+			log.Info().Str(telemetry.FieldDirection, string(dir)).Stringer(telemetry.FieldAddr, ln.Addr()).Msg("listening")
+			go func() { errc <- srv.Serve(ln, dir) }()
+		}
+	}
+	admin.SetReady(true)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case s := <-sig:
+		log.Info().Stringer("signal", s).Dur("drain_timeout", cfg.Proxy.DrainTimeout).Msg("draining")
+	case err := <-errc:
+		if err != nil {
+			log.Error().Err(err).Msg("listener failed")
+			return 1
+		}
+	}
+	admin.SetReady(false)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Proxy.DrainTimeout)
+	defer cancel()
+	start := time.Now()
+	srv.Shutdown(ctx)
+	_ = admin.Close()
+	log.Info().Dur(telemetry.FieldDuration, time.Since(start)).Msg("stopped")
+	return 0
+}

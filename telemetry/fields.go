@@ -1,0 +1,20 @@
+// Package telemetry holds skiff's metrics (Prometheus) and logging (zerolog) helpers.
+package telemetry
+
+// Log field names, one place so every line uses the same keys.
+const (
+	FieldConnID    = "conn_id"
+	FieldSrc       = "src"
+	FieldOrigDst   = "orig_dst"
+	FieldDirection = "direction"
+	FieldProto     = "proto"
+	FieldUpstream  = "upstream"
+	FieldDuration  = "duration"
+	FieldSent      = "sent_bytes"
+	FieldReceived  = "received_bytes"
+	FieldReason    = "reason"
+	FieldAddr      = "addr"
+	FieldFile      = "file"
+	FieldBackend   = "backend"
+	FieldFamily    = "family"
+)
