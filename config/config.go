@@ -9,6 +9,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -18,7 +19,41 @@ import (
 type Config struct {
 	Proxy   Proxy   `mapstructure:"proxy" json:"proxy"`
 	Capture Capture `mapstructure:"capture" json:"capture"`
+	Sniff   Sniff   `mapstructure:"sniff" json:"sniff"`
 	Log     Log     `mapstructure:"log" json:"log"`
+}
+
+// Protocols a port can be pinned to with sniff.ports, skipping detection.
+const (
+	ProtoAuto  = "auto"  // detect from the first bytes (the default)
+	ProtoHTTP  = "http"  // HTTP/1.1, or HTTP/2 with prior knowledge: proxied at L7
+	ProtoHTTP2 = "http2" // h2c prior knowledge: proxied at L7
+	ProtoGRPC  = "grpc"  // gRPC over h2c: proxied at L7
+	ProtoTLS   = "tls"   // TLS from the app: relayed end to end, never terminated
+	ProtoTCP   = "tcp"   // opaque bytes: relayed with splice
+)
+
+// Sniff configures protocol detection on accepted connections.
+type Sniff struct {
+	// ServerFirstWait is how long a silent client may wait before the proxy dials the
+	// destination anyway, so that a server-first protocol (SMTP, MySQL, FTP...) can
+	// send its greeting; the greeting then marks the connection as opaque TCP.
+	ServerFirstWait time.Duration `mapstructure:"server_first_wait" json:"server_first_wait"`
+	// Timeout bounds the wait for the rest of a first message that started like a known
+	// protocol; when it passes, the connection is relayed as opaque TCP.
+	Timeout time.Duration `mapstructure:"timeout" json:"timeout"`
+	// Ports pins destination ports to a protocol (auto, http, http2, grpc, tls, tcp).
+	Ports map[string]string `mapstructure:"ports" json:"ports"`
+
+	ports map[uint16]string // Ports, parsed by Validate
+}
+
+// PortProtocol returns the protocol pinned for a destination port, or ProtoAuto.
+func (s *Sniff) PortProtocol(port uint16) string {
+	if p, ok := s.ports[port]; ok {
+		return p
+	}
+	return ProtoAuto
 }
 
 // Proxy holds the static settings of `skiff run`.
@@ -96,7 +131,8 @@ func Default() Config {
 			Inbound:  InboundCapture{Enabled: true, IncludePorts: []int{}, ExcludePorts: []int{}},
 			Outbound: OutboundCapture{Enabled: true, IncludeCIDRs: []string{}, ExcludeCIDRs: []string{}, IncludePorts: []int{}, ExcludePorts: []int{}},
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Sniff: Sniff{ServerFirstWait: 20 * time.Millisecond, Timeout: 5 * time.Second, Ports: map[string]string{}},
+		Log:   Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -186,6 +222,23 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if c.Sniff.ServerFirstWait <= 0 || c.Sniff.ServerFirstWait > time.Second {
+		return &FieldError{"sniff.server_first_wait", fmt.Sprintf("must be a duration above 0 and at most 1s (got %v)", c.Sniff.ServerFirstWait)}
+	}
+	if c.Sniff.Timeout <= 0 {
+		return &FieldError{"sniff.timeout", fmt.Sprintf("must be a positive duration (got %v)", c.Sniff.Timeout)}
+	}
+	c.Sniff.ports = make(map[uint16]string, len(c.Sniff.Ports))
+	for k, v := range c.Sniff.Ports {
+		port, err := strconv.Atoi(k)
+		if err != nil || port < 1 || port > 65535 {
+			return &FieldError{"sniff.ports." + k, "key must be a port from 1 to 65535"}
+		}
+		if !oneOf(v, ProtoAuto, ProtoHTTP, ProtoHTTP2, ProtoGRPC, ProtoTLS, ProtoTCP) {
+			return &FieldError{"sniff.ports." + k, fmt.Sprintf("must be auto, http, http2, grpc, tls or tcp (got %q)", v)}
+		}
+		c.Sniff.ports[uint16(port)] = v
+	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		return &FieldError{"log.level", fmt.Sprintf("must be debug, info, warn or error (got %q)", c.Log.Level)}
 	}

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"reflect"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 

@@ -132,7 +132,13 @@ func DetectBackend(want string) (Backend, string, error) {
 	case errN != nil:
 		return legacy, "iptables-nft is not installed", nil
 	}
-	nr, nl := countRules(nft.Command+"-save"), countRules(legacy.Command+"-save")
+	nr, nl := countRules(nft.Command+"-save"), 0
+	// Legacy tables appear in /proc/net/ip{,6}_tables_names once something uses them.
+	// Running iptables-legacy-save when none exist would create them, and with them the
+	// "legacy tables present" warning on every later nft command: read the names first.
+	if legacyInUse() {
+		nl = countRules(legacy.Command + "-save")
+	}
 	if nl > nr {
 		return legacy, fmt.Sprintf("legacy tables hold %d rules, nft tables %d", nl, nr), nil
 	}
@@ -154,6 +160,16 @@ func countRules(save string) int {
 		}
 	}
 	return n
+}
+
+// legacyInUse reports whether any legacy (x_tables) table exists in this namespace.
+func legacyInUse() bool {
+	for _, f := range []string{"/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"} {
+		if b, err := os.ReadFile(f); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // HasIPv6 reports whether this network namespace has IPv6 addresses, so that ip6tables

@@ -72,7 +72,7 @@ func Uninstall(log zerolog.Logger) error {
 			if fam == IPv6 {
 				cmd = b.Command6()
 			}
-			if _, err := exec.LookPath(cmd); err != nil || !holdsSkiff(cmd+"-save") {
+			if _, err := exec.LookPath(cmd); err != nil || (b.Name == "legacy" && !legacyInUse()) || !holdsSkiff(cmd+"-save") {
 				continue
 			}
 			t, err := Open(b, fam)

@@ -16,6 +16,8 @@ import (
 
 	"skiff/config"
 	"skiff/intercept"
+	"skiff/listener/sniff"
+	"skiff/router"
 	"skiff/telemetry"
 )
 
@@ -42,12 +44,28 @@ type Server struct {
 	// kill is cancelled when the drain deadline passes: connections still open are closed.
 	kill       context.Context
 	killCancel context.CancelFunc
+
+	http *router.HTTP
 }
 
 // NewServer returns a server for cfg's static settings.
 func NewServer(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics) *Server {
 	kill, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, log: log, metrics: m, local: NewLocalAddrs(), kill: kill, killCancel: cancel}
+	s := &Server{cfg: cfg, log: log, metrics: m, local: NewLocalAddrs(), kill: kill, killCancel: cancel}
+	s.http = router.NewHTTP(cfg, log, m, func(ctx context.Context, dir string, dst netip.AddrPort) (net.Conn, error) {
+		c, err := s.dial(ctx, Direction(dir), dst)
+		if err != nil {
+			s.metrics.ConnectErr.WithLabelValues(dir, dst.String()).Inc()
+			return nil, err
+		}
+		return c, nil
+	})
+	go func() {
+		if err := s.http.Serve(); err != nil {
+			log.Error().Err(err).Msg("HTTP proxy stopped")
+		}
+	}()
+	return s
 }
 
 // Listen opens the listeners for dir: one IPv4 socket and, when the host has IPv6, one
@@ -108,10 +126,10 @@ func (s *Server) Serve(ln *net.TCPListener, dir Direction) error {
 	}
 }
 
-// handle relays one accepted connection to its original destination.
+// handle serves one accepted connection: it finds the original destination, works out
+// the protocol, and relays it opaque or hands it to the HTTP proxy.
 func (s *Server) handle(down *net.TCPConn, dir Direction) {
 	id := s.connID.Add(1)
-	start := time.Now()
 	log := s.log.With().Uint64(telemetry.FieldConnID, id).Str(telemetry.FieldDirection, string(dir)).
 		Stringer(telemetry.FieldSrc, down.RemoteAddr()).Logger()
 
@@ -125,40 +143,105 @@ func (s *Server) handle(down *net.TCPConn, dir Direction) {
 		s.refuse(down, dir, "loop", log.Warn())
 		return
 	}
-	dstLabel := dst.String()
+	_ = down.SetNoDelay(true)
 
-	d := net.Dialer{Timeout: s.cfg.Proxy.ConnectTimeout}
-	if dir == Inbound && dst.Addr().Is4() && s.local.Has(dst.Addr()) {
-		// Forward to the app from the passthrough address, which the OUTPUT rules let
-		// through; from any other address the forward over lo would be captured again.
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(intercept.InboundPassthroughV4)}
+	var r sniffResult
+	switch s.cfg.Sniff.PortProtocol(dst.Port()) {
+	case config.ProtoTCP:
+		r.res.Proto = sniff.TCP
+	case config.ProtoTLS:
+		r.res.Proto = sniff.TLS
+	case config.ProtoHTTP, config.ProtoHTTP2, config.ProtoGRPC:
+		// Pinned to HTTP: the HTTP server tells HTTP/1.1 from h2c itself.
+		r.res.Proto = sniff.HTTP1
+	default:
+		r, err = s.sniffConn(down, func() (*net.TCPConn, error) { return s.dialUpstream(dir, dst, log) })
+		if err != nil {
+			log.Debug().Err(err).Msg("connection ended while detecting its protocol")
+			_ = down.SetLinger(0)
+			_ = down.Close()
+			return
+		}
 	}
-	ctx, cancel := context.WithTimeout(s.kill, s.cfg.Proxy.ConnectTimeout)
-	uc, err := d.DialContext(ctx, "tcp", dst.String())
-	cancel()
-	if err != nil {
-		s.metrics.ConnectErr.WithLabelValues(string(dir), dstLabel).Inc()
-		log.Info().Err(err).Msg("upstream connect failed")
-		// Reset, so the app sees a failed connection as it would without the proxy.
-		_ = down.SetLinger(0)
-		_ = down.Close()
+	s.metrics.Detected.WithLabelValues(string(dir), r.res.Proto.String()).Inc()
+
+	switch {
+	case r.res.Proto == sniff.HTTP2, r.res.Proto == sniff.HTTP1 && r.res.Method != "CONNECT":
+		// CONNECT asks for a tunnel; the tunnel's bytes are relayed opaque below.
+		if r.up != nil {
+			_ = r.up.Close() // dialled for a client that was slow to speak: HTTP pools its own
+		}
+		s.http.ServeConn(&replayConn{Conn: down, tcp: down, r: &r, head: r.head(),
+			meta: router.Meta{Direction: string(dir), Dst: dst, ConnID: id}})
 		return
 	}
-	up := uc.(*net.TCPConn)
+	if r.res.Proto == sniff.TLS && r.res.SNI != "" {
+		log = log.With().Str("sni", r.res.SNI).Logger()
+	}
+	s.relayTCP(down, dir, dst, &r, log)
+}
 
+// relayTCP relays an opaque or TLS connection byte for byte with splice, after passing on
+// whatever sniffing already read from either side.
+func (s *Server) relayTCP(down *net.TCPConn, dir Direction, dst netip.AddrPort, r *sniffResult, log zerolog.Logger) {
+	start := time.Now()
+	dstLabel := dst.String()
+	up := r.up
+	if up == nil {
+		var err error
+		if up, err = s.dialUpstream(dir, dst, log); err != nil {
+			r.release()
+			// Reset, so the app sees a failed connection as it would without the proxy.
+			_ = down.SetLinger(0)
+			_ = down.Close()
+			return
+		}
+	}
+	recvC := s.metrics.TCPReceived.WithLabelValues(string(dir), dstLabel)
+	sentC := s.metrics.TCPSent.WithLabelValues(string(dir), dstLabel)
 	s.metrics.TCPOpened.WithLabelValues(string(dir), dstLabel).Inc()
 	active := s.metrics.TCPActive.WithLabelValues(string(dir))
 	active.Inc()
-	recvC := s.metrics.TCPReceived.WithLabelValues(string(dir), dstLabel)
-	sentC := s.metrics.TCPSent.WithLabelValues(string(dir), dstLabel)
+	defer func() {
+		active.Dec()
+		s.metrics.TCPClosed.WithLabelValues(string(dir), dstLabel).Inc()
+	}()
+
+	var pre RelayResult
+	if len(r.hello) > 0 {
+		n, err := down.Write(r.hello)
+		pre.Sent += int64(n)
+		sentC.Add(float64(n))
+		if err != nil {
+			pre.Err = err
+		}
+	}
+	if head := r.head(); len(head) > 0 && pre.Err == nil {
+		n, err := up.Write(head)
+		pre.Received += int64(n)
+		recvC.Add(float64(n))
+		if err != nil {
+			pre.Err = err
+		}
+	}
+	r.release()
+	if pre.Err != nil {
+		_ = down.SetLinger(0)
+		_ = up.SetLinger(0)
+		_ = down.Close()
+		_ = up.Close()
+		log.Debug().Err(pre.Err).Msg("connection failed before the relay started")
+		return
+	}
+
 	stop := context.AfterFunc(s.kill, func() {
 		_ = down.SetLinger(0)
 		_ = down.Close()
 		_ = up.SetLinger(0)
 		_ = up.Close()
 	})
-	log.Debug().Msg("relaying")
-
+	defer stop()
+	log.Debug().Str(telemetry.FieldProto, r.res.Proto.String()).Msg("relaying")
 	res := Relay(down, up, s.cfg.Proxy.IdleTimeout, func(toUp bool, n int64) {
 		if toUp {
 			recvC.Add(float64(n))
@@ -166,17 +249,46 @@ func (s *Server) handle(down *net.TCPConn, dir Direction) {
 			sentC.Add(float64(n))
 		}
 	})
-
-	stop()
-	active.Dec()
-	s.metrics.TCPClosed.WithLabelValues(string(dir), dstLabel).Inc()
 	ev := log.Debug()
 	if res.Err != nil && !isExpected(res.Err) {
 		ev = log.Info().AnErr("close_reason", res.Err)
 	}
-	ev.Int64(telemetry.FieldReceived, res.Received).Int64(telemetry.FieldSent, res.Sent).
+	ev.Str(telemetry.FieldProto, r.res.Proto.String()).
+		Int64(telemetry.FieldReceived, pre.Received+res.Received).Int64(telemetry.FieldSent, pre.Sent+res.Sent).
 		Dur(telemetry.FieldDuration, time.Since(start)).Msg("connection closed")
 }
+
+// dialUpstream connects to a destination for a connection going dir. Inbound connections
+// to this host's own addresses are forwarded from the passthrough address, which the
+// OUTPUT rules let through; from any other address the forward over lo would be captured
+// again.
+func (s *Server) dialUpstream(dir Direction, dst netip.AddrPort, log zerolog.Logger) (*net.TCPConn, error) {
+	ctx, cancel := context.WithTimeout(s.kill, s.cfg.Proxy.ConnectTimeout)
+	defer cancel()
+	c, err := s.dial(ctx, dir, dst)
+	if err != nil {
+		s.metrics.ConnectErr.WithLabelValues(string(dir), dst.String()).Inc()
+		log.Info().Err(err).Msg("upstream connect failed")
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *Server) dial(ctx context.Context, dir Direction, dst netip.AddrPort) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: s.cfg.Proxy.ConnectTimeout}
+	if dir == Inbound && dst.Addr().Is4() && s.local.Has(dst.Addr()) {
+		d.LocalAddr = passthroughAddr
+	}
+	c, err := d.DialContext(ctx, "tcp", dst.String())
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*net.TCPConn)
+	_ = tc.SetNoDelay(true)
+	return tc, nil
+}
+
+var passthroughAddr = &net.TCPAddr{IP: net.ParseIP(intercept.InboundPassthroughV4)}
 
 // isSelf reports whether a connection was made straight to the proxy's own port rather
 // than redirected to it: relaying it would connect the proxy to itself, forever.
@@ -212,6 +324,8 @@ func (s *Server) Shutdown(ctx context.Context) {
 		_ = ln.Close()
 	}
 	s.mu.Unlock()
+	httpDone := make(chan struct{})
+	go func() { s.http.Shutdown(ctx); close(httpDone) }()
 	done := make(chan struct{})
 	go func() { s.active.Wait(); close(done) }()
 	select {
@@ -221,5 +335,6 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.killCancel()
 		<-done
 	}
+	<-httpDone
 	s.local.Stop()
 }

@@ -18,7 +18,19 @@ type Metrics struct {
 	TCPActive   *prometheus.GaugeVec   // direction
 	TCPRefused  *prometheus.CounterVec // direction, reason
 	ConnectErr  *prometheus.CounterVec // direction, destination
+
+	// Detected counts accepted connections by the protocol sniffing found.
+	Detected *prometheus.CounterVec // direction, protocol
+
+	// Per-request series, as Istio's standard metrics.
+	Requests        *prometheus.CounterVec   // RequestLabels
+	RequestDuration *prometheus.HistogramVec // RequestLabels
+	RequestBytes    *prometheus.HistogramVec // RequestLabels
+	ResponseBytes   *prometheus.HistogramVec // RequestLabels
 }
+
+// RequestLabels are the labels of the per-request series, in order.
+var RequestLabels = []string{"direction", "destination", "request_protocol", "response_code", "grpc_response_status"}
 
 // NewMetrics registers every series on a registry of its own (not the global one, so
 // tests can make as many as they like).
@@ -50,6 +62,24 @@ func NewMetrics() *Metrics {
 			Name: "skiff_upstream_connect_errors_total", Help: "Failed dials to an upstream.",
 		}, dd),
 	}
+	m.Detected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "skiff_connections_detected_total", Help: "Accepted connections by detected protocol (http1, http2, tls, tcp).",
+	}, []string{"direction", "protocol"})
+	m.Requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "skiff_requests_total", Help: "HTTP, gRPC and WebSocket requests proxied.",
+	}, RequestLabels)
+	m.RequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "skiff_request_duration_milliseconds", Help: "Time from the request's arrival to the end of its response.",
+		Buckets: []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000},
+	}, RequestLabels)
+	sizes := prometheus.ExponentialBuckets(1, 10, 10)
+	m.RequestBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "skiff_request_bytes", Help: "Request body sizes.", Buckets: sizes,
+	}, RequestLabels)
+	m.ResponseBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "skiff_response_bytes", Help: "Response body sizes.", Buckets: sizes,
+	}, RequestLabels)
+	r.MustRegister(m.Detected, m.Requests, m.RequestDuration, m.RequestBytes, m.ResponseBytes)
 	r.MustRegister(m.TCPOpened, m.TCPClosed, m.TCPSent, m.TCPReceived, m.TCPActive, m.TCPRefused, m.ConnectErr)
 	return m
 }

@@ -1,0 +1,57 @@
+package listener
+
+import (
+	"io"
+	"net"
+
+	"skiff/router"
+)
+
+// replayConn is a sniffed connection handed to the HTTP proxy: reads return the bytes
+// sniffing already took, then the socket's. It embeds the net.Conn interface, not
+// *net.TCPConn, so no method of the socket that would skip the replayed bytes (such as
+// WriteTo) is promoted by accident.
+type replayConn struct {
+	net.Conn
+	tcp  *net.TCPConn
+	r    *sniffResult
+	head []byte
+	meta router.Meta
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.head) > 0 {
+		n := copy(p, c.head)
+		c.head = c.head[n:]
+		if len(c.head) == 0 {
+			c.r.release()
+		}
+		return n, nil
+	}
+	return c.tcp.Read(p)
+}
+
+// WriteTo keeps splice for what follows the replayed bytes (an upgraded WebSocket).
+func (c *replayConn) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	if len(c.head) > 0 {
+		n, err := w.Write(c.head)
+		total += int64(n)
+		c.head = c.head[n:]
+		if err != nil {
+			return total, err
+		}
+		c.r.release()
+	}
+	if rf, ok := w.(io.ReaderFrom); ok {
+		n, err := rf.ReadFrom(c.tcp)
+		return total + n, err
+	}
+	n, err := io.Copy(w, struct{ io.Reader }{c.tcp})
+	return total + n, err
+}
+
+// CloseWrite half-closes, as a relay of an upgraded connection needs.
+func (c *replayConn) CloseWrite() error { return c.tcp.CloseWrite() }
+
+func (c *replayConn) Meta() *router.Meta { return &c.meta }

@@ -1,0 +1,346 @@
+// Package router decides where a connection or request goes and takes it there: today the
+// HTTP-family proxy (HTTP/1.1, h2c, gRPC, WebSocket) to each connection's original
+// destination, with pooled upstream connections and per-request metrics.
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"skiff/config"
+	"skiff/telemetry"
+)
+
+// Meta is what the listener knows of a connection it hands over.
+type Meta struct {
+	Direction string         // "inbound" or "outbound"
+	Dst       netip.AddrPort // original destination
+	ConnID    uint64
+}
+
+// Conn is a downstream connection and its metadata.
+type Conn interface {
+	net.Conn
+	Meta() *Meta
+}
+
+type metaKey struct{}
+
+// DialFunc dials an upstream for a direction.
+type DialFunc func(ctx context.Context, direction string, dst netip.AddrPort) (net.Conn, error)
+
+// HTTP proxies the HTTP-family connections the listener hands to it. One http.Server
+// serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on every connection; requests
+// go to the connection's original destination over pooled upstream connections, with
+// the downstream's protocol: HTTP/1.1 over HTTP/1.1, HTTP/2 (and so gRPC) over h2c.
+type HTTP struct {
+	log     zerolog.Logger
+	metrics *telemetry.Metrics
+	srv     *http.Server
+	ln      *connListener
+	// proxies[direction][h2] — a separate pool per direction, because inbound dials bind
+	// the passthrough source address.
+	proxies map[string][2]*httputil.ReverseProxy
+	done    chan struct{}
+}
+
+// NewHTTP returns the proxy; Serve must run for it to take connections.
+func NewHTTP(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics, dial DialFunc) *HTTP {
+	h := &HTTP{log: log, metrics: m, ln: newConnListener(), proxies: map[string][2]*httputil.ReverseProxy{}, done: make(chan struct{})}
+	pool := &bufferPool{}
+	for _, dir := range []string{"inbound", "outbound"} {
+		var pair [2]*httputil.ReverseProxy
+		for i, h2 := range []bool{false, true} {
+			pair[i] = &httputil.ReverseProxy{
+				Rewrite:      rewrite,
+				Transport:    newTransport(dir, h2, cfg, dial),
+				BufferPool:   pool,
+				ErrorHandler: h.proxyError,
+				ErrorLog:     newStdLogger(log),
+			}
+		}
+		h.proxies[dir] = pair
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	h.srv = &http.Server{
+		Handler:   h,
+		Protocols: protocols,
+		// Slow or stalled clients are bounded: a request head must arrive in time, an idle
+		// keep-alive connection is closed, and a head may not be larger than Envoy's default.
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       cfg.Proxy.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          newStdLogger(log),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if mc, ok := c.(Conn); ok {
+				return context.WithValue(ctx, metaKey{}, mc.Meta())
+			}
+			return ctx
+		},
+	}
+	return h
+}
+
+// newTransport is the upstream pool for one direction and protocol. Compression is off
+// and nothing is added: the proxy must not change what the app sent.
+func newTransport(dir string, h2 bool, cfg *config.Config, dial DialFunc) *http.Transport {
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			ap, err := netip.ParseAddrPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			return dial(ctx, dir, ap)
+		},
+		DisableCompression:    true,
+		MaxIdleConns:          0, // no global cap; the per-destination cap below bounds it
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		Protocols:             new(http.Protocols),
+	}
+	if h2 {
+		t.Protocols.SetUnencryptedHTTP2(true)
+		t.HTTP2 = &http.HTTP2Config{
+			// Keep the connection honest: a peer that stops answering is noticed.
+			SendPingTimeout: 15 * time.Second,
+			PingTimeout:     15 * time.Second,
+		}
+	} else {
+		t.Protocols.SetHTTP1(true)
+	}
+	return t
+}
+
+// rewrite sends the request to the connection's original destination, leaving the
+// request itself (method, authority, path, headers) as the app sent it.
+func rewrite(pr *httputil.ProxyRequest) {
+	m := pr.In.Context().Value(metaKey{}).(*Meta)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = m.Dst.String()
+	// Rewrite mode drops the client's X-Forwarded-* headers; a transparent proxy keeps them.
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if v, ok := pr.In.Header[k]; ok {
+			pr.Out.Header[k] = v
+		}
+	}
+}
+
+// Serve runs the HTTP server until Shutdown.
+func (h *HTTP) Serve() error {
+	err := h.srv.Serve(h.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ServeConn hands one connection to the HTTP server. It does not wait for it to end.
+func (h *HTTP) ServeConn(c Conn) {
+	select {
+	case h.ln.conns <- c:
+	case <-h.ln.closed:
+		_ = c.Close()
+	}
+}
+
+// Shutdown stops taking connections and waits for requests in flight until ctx ends,
+// then closes what is left.
+func (h *HTTP) Shutdown(ctx context.Context) {
+	if err := h.srv.Shutdown(ctx); err != nil {
+		_ = h.srv.Close()
+	}
+}
+
+// ServeHTTP proxies one request and records it.
+func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	m := r.Context().Value(metaKey{}).(*Meta)
+	proto := requestProtocol(r)
+	if r.Header.Get("X-Request-Id") == "" {
+		r.Header["X-Request-Id"] = []string{newRequestID()}
+	}
+	body := &countingBody{rc: r.Body}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = body
+	}
+	rw := &recorder{ResponseWriter: w}
+	h2 := 0
+	if r.ProtoMajor == 2 {
+		h2 = 1
+	}
+	h.proxies[m.Direction][h2].ServeHTTP(rw, r)
+
+	code := rw.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	grpcStatus := ""
+	if proto == "grpc" {
+		grpcStatus = grpcStatusOf(w.Header())
+	}
+	labels := []string{m.Direction, m.Dst.String(), proto, strconv.Itoa(code), grpcStatus}
+	h.metrics.Requests.WithLabelValues(labels...).Inc()
+	h.metrics.RequestDuration.WithLabelValues(labels...).Observe(float64(time.Since(start)) / float64(time.Millisecond))
+	h.metrics.RequestBytes.WithLabelValues(labels...).Observe(float64(body.n))
+	h.metrics.ResponseBytes.WithLabelValues(labels...).Observe(float64(rw.n))
+}
+
+// requestProtocol is Istio's request_protocol label: http, http2, grpc or websocket.
+func requestProtocol(r *http.Request) string {
+	switch {
+	case strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"):
+		return "grpc"
+	case r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Upgrade"), "websocket"):
+		return "websocket"
+	case r.ProtoMajor == 2:
+		return "http2"
+	}
+	return "http"
+}
+
+// grpcStatusOf finds grpc-status in the trailers the proxy wrote, or in the headers of a
+// trailers-only response.
+func grpcStatusOf(h http.Header) string {
+	if v := h.Get("Grpc-Status"); v != "" {
+		return v
+	}
+	if v := h.Get(http.TrailerPrefix + "Grpc-Status"); v != "" {
+		return v
+	}
+	return ""
+}
+
+// proxyError answers a request the upstream could not serve, as Envoy does: 503 when no
+// connection could be made, 504 on a timeout, 502 otherwise. A request whose client went
+// away gets nothing.
+func (h *HTTP) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	m := r.Context().Value(metaKey{}).(*Meta)
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		h.log.Debug().Err(err).Uint64(telemetry.FieldConnID, m.ConnID).Msg("client went away")
+		w.WriteHeader(499) // not sent on a closed connection; recorded in metrics
+		return
+	}
+	code := http.StatusBadGateway
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &oe) && oe.Op == "dial":
+		code = http.StatusServiceUnavailable
+	case errors.As(err, &ne) && ne.Timeout():
+		code = http.StatusGatewayTimeout
+	}
+	h.log.Info().Err(err).Uint64(telemetry.FieldConnID, m.ConnID).Str(telemetry.FieldUpstream, m.Dst.String()).
+		Int("status", code).Msg("upstream request failed")
+	w.WriteHeader(code)
+}
+
+// recorder notes the status and size of a response. Unwrap lets http.ResponseController
+// (which ReverseProxy uses to flush and to hijack for upgrades) reach the real writer.
+type recorder struct {
+	http.ResponseWriter
+	code int
+	n    int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 || r.code < 200 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.n += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Flush() }
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// countingBody counts request body bytes as the proxy reads them.
+type countingBody struct {
+	rc io.ReadCloser
+	n  int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *countingBody) Close() error { return b.rc.Close() }
+
+// bufferPool lends ReverseProxy its copy buffers, which it would otherwise allocate
+// (32 KiB) for every response.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
+
+// connListener is a net.Listener fed by ServeConn, so that one http.Server can serve
+// connections the listener already accepted and sniffed.
+type connListener struct {
+	conns     chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// newStdLogger routes the standard library's server and proxy messages (TLS handshake
+// noise, malformed requests) into the debug log rather than stderr.
+func newStdLogger(l zerolog.Logger) *log.Logger {
+	return log.New(zlWriter{l}, "", 0)
+}
+
+type zlWriter struct{ l zerolog.Logger }
+
+func (w zlWriter) Write(p []byte) (int, error) {
+	w.l.Debug().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
