@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -39,13 +40,13 @@ var ErrIdle = errors.New("idle timeout")
 // onBytes, when set, is called as bytes move (true: downstream to upstream).
 func Relay(down, up *net.TCPConn, idle time.Duration, onBytes func(toUpstream bool, n int64)) RelayResult {
 	var (
-		last    atomic.Int64
+		last    = &idleTracker{a: down, b: up}
 		failed  atomic.Bool
 		upErr   error
 		upBytes int64
 		done    = make(chan struct{})
 	)
-	last.Store(time.Now().UnixNano())
+	last.moved() // start from the counters as they are now
 	abort := func() {
 		if failed.CompareAndSwap(false, true) {
 			// SO_LINGER 0: Close sends RST instead of FIN.
@@ -57,7 +58,7 @@ func Relay(down, up *net.TCPConn, idle time.Duration, onBytes func(toUpstream bo
 	}
 	go func() {
 		defer close(done)
-		upBytes, upErr = pipe(up, down, idle, &last, func(n int64) {
+		upBytes, upErr = pipe(up, down, idle, last, func(n int64) {
 			if onBytes != nil {
 				onBytes(true, n)
 			}
@@ -68,7 +69,7 @@ func Relay(down, up *net.TCPConn, idle time.Duration, onBytes func(toUpstream bo
 		}
 		_ = up.CloseWrite()
 	}()
-	downBytes, downErr := pipe(down, up, idle, &last, func(n int64) {
+	downBytes, downErr := pipe(down, up, idle, last, func(n int64) {
 		if onBytes != nil {
 			onBytes(false, n)
 		}
@@ -97,7 +98,7 @@ func Relay(down, up *net.TCPConn, idle time.Duration, onBytes func(toUpstream bo
 }
 
 // pipe moves bytes from src to dst until EOF (nil error) or an error.
-func pipe(dst, src *net.TCPConn, idle time.Duration, last *atomic.Int64, count func(int64)) (int64, error) {
+func pipe(dst, src *net.TCPConn, idle time.Duration, last *idleTracker, count func(int64)) (int64, error) {
 	lr := io.LimitedReader{R: src}
 	var total int64
 	for {
@@ -108,13 +109,12 @@ func pipe(dst, src *net.TCPConn, idle time.Duration, last *atomic.Int64, count f
 		n, err := dst.ReadFrom(&lr)
 		if n > 0 {
 			total += n
-			last.Store(time.Now().UnixNano())
 			count(n)
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				if time.Since(time.Unix(0, last.Load())) < idle {
-					continue // the other direction is busy: the connection is not idle
+				if n > 0 || last.moved() {
+					continue // this or the other direction moved bytes: not idle
 				}
 				return total, ErrIdle
 			}
@@ -124,4 +124,23 @@ func pipe(dst, src *net.TCPConn, idle time.Duration, last *atomic.Int64, count f
 			return total, nil // src reached EOF before filling the chunk
 		}
 	}
+}
+
+// idleTracker tells whether a relayed connection moved any byte since it was last asked.
+// A splice call that is busy moving bytes does not return until its chunk is done, so the
+// relay cannot see the progress itself; the kernel's per-socket byte counters (TCP_INFO)
+// can. It is asked only when an idle deadline passes, so it costs nothing per byte.
+type idleTracker struct {
+	a, b *net.TCPConn
+	mu   sync.Mutex
+	seen [2]uint64
+}
+
+func (t *idleTracker) moved() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := [2]uint64{bytesReceived(t.a), bytesReceived(t.b)}
+	changed := now != t.seen
+	t.seen = now
+	return changed
 }
