@@ -19,16 +19,20 @@ type replayConn struct {
 	meta router.Meta
 }
 
-func (c *replayConn) Read(p []byte) (int, error) {
+func (c *replayConn) Read(p []byte) (n int, err error) {
 	if len(c.head) > 0 {
-		n := copy(p, c.head)
+		n = copy(p, c.head)
 		c.head = c.head[n:]
 		if len(c.head) == 0 {
 			c.r.release()
 		}
-		return n, nil
+	} else {
+		n, err = c.tcp.Read(p)
 	}
-	return c.tcp.Read(p)
+	if c.meta.Guard != nil && n > 0 {
+		c.meta.Guard.Feed(p[:n])
+	}
+	return n, err
 }
 
 // WriteTo keeps splice for what follows the replayed bytes (an upgraded WebSocket).

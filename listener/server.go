@@ -171,8 +171,12 @@ func (s *Server) handle(down *net.TCPConn, dir Direction) {
 		if r.up != nil {
 			_ = r.up.Close() // dialled for a client that was slow to speak: HTTP pools its own
 		}
-		s.http.ServeConn(&replayConn{Conn: down, tcp: down, r: &r, head: r.head(),
-			meta: router.Meta{Direction: string(dir), Dst: dst, ConnID: id}})
+		rc := &replayConn{Conn: down, tcp: down, r: &r, head: r.head(),
+			meta: router.Meta{Direction: string(dir), Dst: dst, ConnID: id}}
+		if r.res.Proto == sniff.HTTP1 {
+			rc.meta.Guard = &router.H1Guard{}
+		}
+		s.http.ServeConn(rc)
 		return
 	}
 	if r.res.Proto == sniff.TLS && r.res.SNI != "" {

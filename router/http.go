@@ -28,6 +28,8 @@ type Meta struct {
 	Direction string         // "inbound" or "outbound"
 	Dst       netip.AddrPort // original destination
 	ConnID    uint64
+	// Guard follows an HTTP/1 connection's framing (nil for HTTP/2).
+	Guard *H1Guard
 }
 
 // Conn is a downstream connection and its metadata.
@@ -170,6 +172,14 @@ func (h *HTTP) Shutdown(ctx context.Context) {
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	m := r.Context().Value(metaKey{}).(*Meta)
+	if r.ProtoMajor == 1 && m.Guard != nil && m.Guard.Take() {
+		h.log.Info().Uint64(telemetry.FieldConnID, m.ConnID).Str(telemetry.FieldReason, "content-length with transfer-encoding").
+			Msg("ambiguous request framing refused")
+		w.Header().Set("Connection", "close")
+		http.Error(w, "bad request: both Content-Length and Transfer-Encoding", http.StatusBadRequest)
+		h.metrics.Requests.WithLabelValues(m.Direction, m.Dst.String(), "http", "400", "").Inc()
+		return
+	}
 	proto := requestProtocol(r)
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header["X-Request-Id"] = []string{newRequestID()}
