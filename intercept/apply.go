@@ -25,7 +25,9 @@ var _ Tables = (*iptables.IPTables)(nil)
 
 // Apply installs the plan. It is idempotent: skiff's chains are flushed and refilled,
 // and the jumps into them are added only when missing, so running it again leaves the
-// same rules.
+// same rules. Jumps and chains that an earlier plan made and this one does not use (say,
+// the inbound chains after inbound capture was turned off) are removed, so what is
+// installed afterwards is exactly this plan.
 func Apply(t Tables, p Plan) error {
 	for _, c := range p.Chains {
 		// ClearChain creates the chain when it does not exist and flushes it when it does.
@@ -43,15 +45,25 @@ func Apply(t Tables, p Plan) error {
 			return fmt.Errorf("adding jump %s → %s (%s): %w", r.Chain, r.Args[len(r.Args)-1], p.Family, err)
 		}
 	}
-	return nil
+	keep := make(map[string]bool, len(p.Chains))
+	for _, c := range p.Chains {
+		keep[c] = true
+	}
+	return remove(t, p.Family, keep)
 }
 
 // Remove deletes every rule and chain skiff makes, whatever config made them, and nothing
 // else. It is safe to run when nothing is installed.
-func Remove(t Tables, fam Family) error {
+func Remove(t Tables, fam Family) error { return remove(t, fam, nil) }
+
+// remove deletes skiff's chains, except those in keep, and the jumps into them.
+func remove(t Tables, fam Family, keep map[string]bool) error {
 	for _, j := range allJumps() {
-		// iptables cannot even look for a jump to a chain that does not exist.
 		target := j.Args[len(j.Args)-1]
+		if keep[target] {
+			continue
+		}
+		// iptables cannot even look for a jump to a chain that does not exist.
 		if ok, err := t.ChainExists(Table, target); err != nil || !ok {
 			if err != nil {
 				return fmt.Errorf("looking for chain %s (%s): %w", target, fam, err)
@@ -63,27 +75,27 @@ func Remove(t Tables, fam Family) error {
 		}
 	}
 	// Own chains reference each other, so flush all before deleting any.
-	chains := []string{ChainInbound, ChainOutput, ChainInRedirect, ChainRedirect}
-	for _, c := range chains {
+	var chains []string
+	for _, c := range []string{ChainInbound, ChainOutput, ChainInRedirect, ChainRedirect} {
+		if keep[c] {
+			continue
+		}
 		ok, err := t.ChainExists(Table, c)
 		if err != nil {
 			return fmt.Errorf("looking for chain %s (%s): %w", c, fam, err)
 		}
 		if ok {
-			if err := t.ClearChain(Table, c); err != nil {
-				return fmt.Errorf("flushing chain %s (%s): %w", c, fam, err)
-			}
+			chains = append(chains, c)
 		}
 	}
 	for _, c := range chains {
-		ok, err := t.ChainExists(Table, c)
-		if err != nil {
-			return fmt.Errorf("looking for chain %s (%s): %w", c, fam, err)
+		if err := t.ClearChain(Table, c); err != nil {
+			return fmt.Errorf("flushing chain %s (%s): %w", c, fam, err)
 		}
-		if ok {
-			if err := t.ClearAndDeleteChain(Table, c); err != nil {
-				return fmt.Errorf("deleting chain %s (%s): %w", c, fam, err)
-			}
+	}
+	for _, c := range chains {
+		if err := t.ClearAndDeleteChain(Table, c); err != nil {
+			return fmt.Errorf("deleting chain %s (%s): %w", c, fam, err)
 		}
 	}
 	return nil

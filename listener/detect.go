@@ -128,6 +128,8 @@ func (s *Server) firstSpeaker(down *net.TCPConn, r *sniffResult) (done bool, err
 	}
 	hello := make([]byte, greetingSize)
 	fromServer := make(chan readResult, 1)
+	// Set before the server read starts: its wake-up deadline must not be overwritten.
+	_ = down.SetReadDeadline(time.Now().Add(s.cfg.Proxy.IdleTimeout))
 	go func() {
 		n, err := r.up.Read(hello)
 		if n > 0 {
@@ -135,7 +137,6 @@ func (s *Server) firstSpeaker(down *net.TCPConn, r *sniffResult) (done bool, err
 		}
 		fromServer <- readResult{n, err}
 	}()
-	_ = down.SetReadDeadline(time.Now().Add(s.cfg.Proxy.IdleTimeout))
 	n, cerr := down.Read(*r.buf)
 	r.n = n
 	// Stop the server read if it is still waiting, and collect it.
