@@ -3,15 +3,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"skiff/config"
 	"skiff/intercept"
@@ -79,11 +85,19 @@ func load(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet
 	return cfg, *path, err
 }
 
+// failed reports a subcommand's argument or config error; --help is not one.
+func failed(name string, err error, stderr io.Writer) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "skiff %s: %v\n", name, err)
+	return 1
+}
+
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	_, path, err := load("validate", args, stderr, nil)
 	if err != nil {
-		fmt.Fprintln(stderr, "skiff validate:", err)
-		return 1
+		return failed("validate", err, stderr)
 	}
 	if path == "" {
 		path = "(defaults)"
@@ -99,8 +113,7 @@ func cmdInit(args []string, stdout, stderr io.Writer) int {
 		fs.BoolVar(&remove, "remove", false, "delete every rule and chain skiff made")
 	})
 	if err != nil {
-		fmt.Fprintln(stderr, "skiff init:", err)
-		return 1
+		return failed("init", err, stderr)
 	}
 	log := telemetry.NewLogger(stderr, cfg.Log.Format, cfg.Log.Level)
 	switch {
@@ -125,18 +138,52 @@ func cmdInit(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// reload re-reads the config file on SIGHUP. A bad file changes nothing and is counted.
+// log.level applies at once; every other key is static (listeners, ports, capture,
+// timeouts) and a change to one is reported as needing a restart.
+// It returns the config now in force, or nil when nothing changed.
+func reload(path string, running *config.Config, m *telemetry.Metrics, log zerolog.Logger) *config.Config {
+	next, err := config.Load(path)
+	if err != nil {
+		m.ConfigReloads.WithLabelValues("error").Inc()
+		log.Error().Err(err).Str(telemetry.FieldFile, path).Msg("config reload rejected; the running config stays")
+		return nil
+	}
+	m.ConfigReloads.WithLabelValues("ok").Inc()
+	var inForce *config.Config
+	if next.Log.Level != running.Log.Level {
+		telemetry.SetLevel(next.Log.Level)
+		log.Info().Str("from", running.Log.Level).Str("to", next.Log.Level).Msg("log level changed")
+		c := *running
+		c.Log.Level = next.Log.Level
+		inForce = &c
+	}
+	staticNow, staticNext := *running, *next
+	staticNow.Log.Level, staticNext.Log.Level = "", ""
+	a, _ := json.Marshal(staticNow)
+	b, _ := json.Marshal(staticNext)
+	if !bytes.Equal(a, b) {
+		log.Warn().Str(telemetry.FieldFile, path).Msg("config changed static keys; they take effect at the next restart")
+		return inForce
+	}
+	log.Info().Str(telemetry.FieldFile, path).Msg("config reloaded")
+	return inForce
+}
+
 func cmdRun(args []string, stderr io.Writer) int {
 	cfg, path, err := load("run", args, stderr, nil)
 	if err != nil {
-		fmt.Fprintln(stderr, "skiff run:", err)
-		return 1
+		return failed("run", err, stderr)
 	}
 	log := telemetry.NewLogger(stderr, cfg.Log.Format, cfg.Log.Level)
 	log.Info().Str("version", version).Str(telemetry.FieldFile, path).Msg("starting")
 
 	metrics := telemetry.NewMetrics()
 	srv := listener.NewServer(cfg, log, metrics)
-	admin := telemetry.NewAdmin(metrics, func() any { return cfg })
+	// The config in force, for /config; a reload that changes log.level swaps it.
+	var current atomic.Pointer[config.Config]
+	current.Store(cfg)
+	admin := telemetry.NewAdmin(metrics, func() any { return current.Load() })
 
 	adminLn, err := net.Listen("tcp", cfg.Proxy.AdminAddress)
 	if err != nil {
@@ -164,14 +211,24 @@ func cmdRun(args []string, stderr io.Writer) int {
 	admin.SetReady(true)
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case s := <-sig:
-		log.Info().Stringer("signal", s).Dur("drain_timeout", cfg.Proxy.DrainTimeout).Msg("draining")
-	case err := <-errc:
-		if err != nil {
-			log.Error().Err(err).Msg("listener failed")
-			return 1
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+wait:
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				if next := reload(path, current.Load(), metrics, log); next != nil {
+					current.Store(next)
+				}
+				continue
+			}
+			log.Info().Stringer("signal", s).Dur("drain_timeout", cfg.Proxy.DrainTimeout).Msg("draining")
+			break wait
+		case err := <-errc:
+			if err != nil {
+				log.Error().Err(err).Msg("listener failed")
+				return 1
+			}
 		}
 	}
 	admin.SetReady(false)

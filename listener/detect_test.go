@@ -62,7 +62,9 @@ func TestSniffTLSHelloInPieces(t *testing.T) {
 		hello <- buf[:n]
 		b.Close()
 	}()
-	go func() { _ = tls.Client(a, &tls.Config{ServerName: "api.example", NextProtos: []string{"h2"}}).Handshake() }()
+	go func() {
+		_ = tls.Client(a, &tls.Config{ServerName: "api.example", NextProtos: []string{"h2"}}).Handshake()
+	}()
 	h := <-hello
 	go func() {
 		_, _ = client.Write(h[:7])

@@ -146,7 +146,8 @@ func (s *Server) handle(down *net.TCPConn, dir Direction) {
 	_ = down.SetNoDelay(true)
 
 	var r sniffResult
-	switch s.cfg.Sniff.PortProtocol(dst.Port()) {
+	detected := ""
+	switch pinned := s.cfg.Sniff.PortProtocol(dst.Port()); pinned {
 	case config.ProtoTCP:
 		r.res.Proto = sniff.TCP
 	case config.ProtoTLS:
@@ -154,6 +155,7 @@ func (s *Server) handle(down *net.TCPConn, dir Direction) {
 	case config.ProtoHTTP, config.ProtoHTTP2, config.ProtoGRPC:
 		// Pinned to HTTP: the HTTP server tells HTTP/1.1 from h2c itself.
 		r.res.Proto = sniff.HTTP1
+		detected = pinned
 	default:
 		r, err = s.sniffConn(down, func() (*net.TCPConn, error) { return s.dialUpstream(dir, dst, log) })
 		if err != nil {
@@ -163,7 +165,10 @@ func (s *Server) handle(down *net.TCPConn, dir Direction) {
 			return
 		}
 	}
-	s.metrics.Detected.WithLabelValues(string(dir), r.res.Proto.String()).Inc()
+	if detected == "" {
+		detected = r.res.Proto.String()
+	}
+	s.metrics.Detected.WithLabelValues(string(dir), detected).Inc()
 
 	switch {
 	case r.res.Proto == sniff.HTTP2, r.res.Proto == sniff.HTTP1 && r.res.Method != "CONNECT":

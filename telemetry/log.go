@@ -17,9 +17,16 @@ func NewLogger(w io.Writer, format, level string) zerolog.Logger {
 	if format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
 	}
+	SetLevel(level)
+	return zerolog.New(w).With().Timestamp().Logger()
+}
+
+// SetLevel changes the level of every logger of the process at once; it is how a config
+// reload applies log.level without a restart.
+func SetLevel(level string) {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil {
 		lvl = zerolog.InfoLevel
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+	zerolog.SetGlobalLevel(lvl)
 }

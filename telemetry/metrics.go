@@ -19,6 +19,9 @@ type Metrics struct {
 	TCPRefused  *prometheus.CounterVec // direction, reason
 	ConnectErr  *prometheus.CounterVec // direction, destination
 
+	// ConfigReloads counts reloads of the config file by result (ok, error).
+	ConfigReloads *prometheus.CounterVec
+
 	// Detected counts accepted connections by the protocol sniffing found.
 	Detected *prometheus.CounterVec // direction, protocol
 
@@ -62,6 +65,9 @@ func NewMetrics() *Metrics {
 			Name: "skiff_upstream_connect_errors_total", Help: "Failed dials to an upstream.",
 		}, dd),
 	}
+	m.ConfigReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "skiff_config_reloads_total", Help: "Reloads of the config file, by result (ok or error).",
+	}, []string{"result"})
 	m.Detected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "skiff_connections_detected_total", Help: "Accepted connections by detected protocol (http1, http2, tls, tcp).",
 	}, []string{"direction", "protocol"})
@@ -79,7 +85,7 @@ func NewMetrics() *Metrics {
 	m.ResponseBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "skiff_response_bytes", Help: "Response body sizes.", Buckets: sizes,
 	}, RequestLabels)
-	r.MustRegister(m.Detected, m.Requests, m.RequestDuration, m.RequestBytes, m.ResponseBytes)
+	r.MustRegister(m.ConfigReloads, m.Detected, m.Requests, m.RequestDuration, m.RequestBytes, m.ResponseBytes)
 	r.MustRegister(m.TCPOpened, m.TCPClosed, m.TCPSent, m.TCPReceived, m.TCPActive, m.TCPRefused, m.ConnectErr)
 	return m
 }
