@@ -132,7 +132,7 @@ func (s *Server) firstSpeaker(down *net.TCPConn, r *sniffResult) (done bool, err
 	_ = down.SetReadDeadline(time.Now().Add(s.cfg.Proxy.IdleTimeout))
 	go func() {
 		n, err := r.up.Read(hello)
-		if n > 0 {
+		if n > 0 || (err != nil && !isTimeout(err)) {
 			_ = down.SetReadDeadline(aLongTimeAgo) // wake the client read below
 		}
 		fromServer <- readResult{n, err}
@@ -147,6 +147,12 @@ func (s *Server) firstSpeaker(down *net.TCPConn, r *sniffResult) (done bool, err
 		r.hello = hello[:sr.n]
 	}
 	switch {
+	case sr.n == 0 && sr.err != nil && !isTimeout(sr.err) && !errors.Is(sr.err, errEOF):
+		// The server reset before a word: the caller resets the client too. The relay
+		// could not pass it on, since a socket reports a reset once and EOF after.
+		_ = r.up.Close()
+		r.release()
+		return true, sr.err
 	case sr.n > 0 || (sr.err != nil && !isTimeout(sr.err)):
 		// The server spoke (or closed): a server-first protocol, relayed as opaque.
 		// Any bytes the client sent meanwhile are relayed too.
