@@ -16,9 +16,13 @@ import (
 // The server hides the header from the handler, so the guard reads the raw bytes as the
 // connection delivers them and the handler asks it about the request it serves.
 //
-// The guard stops following a connection whose framing it cannot know (an Upgrade or
-// CONNECT, a transfer coding other than chunked, a line past its size limit); the HTTP
-// server refuses those shapes itself or they leave HTTP.
+// The guard must frame every message exactly as the server does, or its count of requests
+// drifts from the handler's and a later ambiguous request goes unnoticed. It stops
+// following only where the server stops reading HTTP: a transfer coding other than
+// chunked, a bad Content-Length or a line longer than a head may be (the server refuses
+// them and closes), and a switch of protocols (the handler tells it, on the 101).
+// An Upgrade or CONNECT the upstream turns down leaves the connection in HTTP, so those
+// requests are followed like any other.
 type H1Guard struct {
 	state     guardState
 	line      []byte
@@ -43,18 +47,20 @@ const (
 
 type headInfo struct {
 	lines   int
+	http10  bool
 	cl      bool
 	clValue int64
 	clBad   bool
 	te      bool
 	chunked bool
 	teOther bool
-	upgrade bool
-	connect bool
+	folded  bool
 }
 
-// maxGuardLine bounds the line the guard buffers; the server refuses longer heads.
-const maxGuardLine = 64 << 10
+// maxGuardLine bounds the line the guard buffers. It is above the longest head line the
+// server takes (MaxHeaderBytes and 4 KiB of read-ahead), so the guard never gives up on a
+// line the server accepts.
+const maxGuardLine = maxHeaderBytes + 8<<10
 
 // Feed follows the bytes the client sent, in order.
 func (g *H1Guard) Feed(p []byte) {
@@ -84,12 +90,14 @@ func (g *H1Guard) Feed(p []byte) {
 				g.line = append(g.line, p...)
 				return
 			}
+			if len(g.line)+i > maxGuardLine {
+				// Whether or not the line came in one read: the answer must not depend
+				// on how reads cut the bytes.
+				g.state = gStopped
+				return
+			}
 			var line []byte
 			if len(g.line) > 0 {
-				if len(g.line)+i > maxGuardLine {
-					g.state = gStopped
-					return
-				}
 				g.line = append(g.line, p[:i]...)
 				line = g.line
 			} else {
@@ -139,11 +147,18 @@ func (g *H1Guard) headLine(line []byte) {
 			return // empty lines before a request line are ignored, as by the server
 		}
 		h.lines++
-		h.connect = bytes.HasPrefix(line, []byte("CONNECT "))
+		// Go's server ignores Transfer-Encoding on an HTTP/1.0 request (golang.org/issue/12785).
+		h.http10 = bytes.HasSuffix(line, []byte(" HTTP/1.0"))
 		return
 	}
 	if len(line) > 0 {
 		h.lines++
+		if line[0] == ' ' || line[0] == '\t' {
+			// obs-fold: the server joins this line to the field before it, which may be
+			// Content-Length or Transfer-Encoding. Refused, as RFC 9112 §5.2 allows.
+			h.folded = true
+			return
+		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
 			return
@@ -162,8 +177,6 @@ func (g *H1Guard) headLine(line []byte) {
 			last := bytes.TrimSpace(codings[len(codings)-1])
 			h.chunked = bytes.EqualFold(last, []byte("chunked"))
 			h.teOther = h.teOther || len(codings) > 1 || !h.chunked
-		case bytes.EqualFold(name, []byte("Upgrade")):
-			h.upgrade = true
 		}
 		return
 	}
@@ -172,17 +185,25 @@ func (g *H1Guard) headLine(line []byte) {
 	info := *h
 	g.inHead = headInfo{}
 	switch {
-	case info.te && info.cl:
+	case info.te && info.cl, info.folded:
 		g.bad.CompareAndSwap(0, g.requests)
 		g.state = gStopped // the connection is closed after the 400
-	case info.upgrade || info.connect || info.clBad || info.teOther:
-		g.state = gStopped
+	case info.clBad:
+		g.state = gStopped // the server refuses it and closes
+	case info.te && info.http10:
+		// No body: the server ignores the header, and there is no Content-Length.
+	case info.teOther:
+		g.state = gStopped // the server refuses it and closes
 	case info.te:
 		g.state = gChunkSize
 	case info.cl && info.clValue > 0:
 		g.remaining, g.state = info.clValue, gBody
 	}
 }
+
+// switched stops the guard: the connection switched protocols and its bytes are no
+// longer HTTP. It is called by the handler after hijacking, when nothing else reads.
+func (g *H1Guard) switched() { g.state = gStopped }
 
 // Take is called by the handler for each HTTP/1 request it serves, in order; it reports
 // whether that request's framing was ambiguous and must be refused.

@@ -4,6 +4,7 @@
 package router
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -85,8 +87,12 @@ func NewHTTP(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics, dial 
 		// keep-alive connection is closed, and a head may not be larger than Envoy's default.
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       cfg.Proxy.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          newStdLogger(log),
+		// OPTIONS * goes to the upstream like any request. Answered by the server itself,
+		// it would also never reach ServeHTTP, and the H1Guard's count of requests would
+		// run one ahead of the handler's.
+		DisableGeneralOptionsHandler: true,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if mc, ok := c.(Conn); ok {
 				return context.WithValue(ctx, metaKey{}, mc.Meta())
@@ -97,8 +103,11 @@ func NewHTTP(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics, dial 
 	return h
 }
 
-// newTransport is the upstream pool for one direction and protocol. Compression is off
-// and nothing is added: the proxy must not change what the app sent.
+// maxHeaderBytes bounds a request head; the HTTP/1 server reads up to 4 KiB more.
+const maxHeaderBytes = 64 << 10
+
+// newTransport is the upstream pool for one direction and protocol. Compression is off:
+// the transport must not ask for encodings the app did not.
 func newTransport(dir string, h2 bool, cfg *config.Config, dial DialFunc) *http.Transport {
 	t := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
@@ -134,6 +143,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 	m := pr.In.Context().Value(metaKey{}).(*Meta)
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = m.Dst.String()
+	// ReverseProxy re-encodes (and so reorders, and drops parts of) a query with a ';' or
+	// a bad escape; the app's query goes as it was sent.
+	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 	// Rewrite mode drops the client's X-Forwarded-* headers; a transparent proxy keeps them.
 	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		if v, ok := pr.In.Header[k]; ok {
@@ -186,27 +198,37 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body := &countingBody{rc: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
+		// A shallow copy: the server must keep seeing its own body, which tells it whether
+		// an Expect: 100-continue body was ever asked for (if not, it closes rather than
+		// waits for a body the client will not send).
+		r = r.WithContext(r.Context())
 		r.Body = body
 	}
-	rw := &recorder{ResponseWriter: w}
+	rw := &recorder{ResponseWriter: w, guard: m.Guard}
 	h2 := 0
 	if r.ProtoMajor == 2 {
 		h2 = 1
 	}
+	// Deferred: ReverseProxy ends a response that fails midway (the client or the upstream
+	// went away) with panic(http.ErrAbortHandler), and such requests count too.
+	defer h.record(m, proto, start, body, rw)
 	h.proxies[m.Direction][h2].ServeHTTP(rw, r)
+}
 
+// record adds a served request to the metrics.
+func (h *HTTP) record(m *Meta, proto string, start time.Time, body *countingBody, rw *recorder) {
 	code := rw.code
 	if code == 0 {
 		code = http.StatusOK
 	}
 	grpcStatus := ""
 	if proto == "grpc" {
-		grpcStatus = grpcStatusOf(w.Header())
+		grpcStatus = grpcStatusOf(rw.Header())
 	}
 	labels := []string{m.Direction, m.Dst.String(), proto, strconv.Itoa(code), grpcStatus}
 	h.metrics.Requests.WithLabelValues(labels...).Inc()
 	h.metrics.RequestDuration.WithLabelValues(labels...).Observe(float64(time.Since(start)) / float64(time.Millisecond))
-	h.metrics.RequestBytes.WithLabelValues(labels...).Observe(float64(body.n))
+	h.metrics.RequestBytes.WithLabelValues(labels...).Observe(float64(body.n.Load()))
 	h.metrics.ResponseBytes.WithLabelValues(labels...).Observe(float64(rw.n))
 }
 
@@ -260,11 +282,26 @@ func (h *HTTP) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // recorder notes the status and size of a response. Unwrap lets http.ResponseController
-// (which ReverseProxy uses to flush and to hijack for upgrades) reach the real writer.
+// (which ReverseProxy uses to flush) reach the real writer.
 type recorder struct {
 	http.ResponseWriter
-	code int
-	n    int64
+	guard *H1Guard
+	code  int
+	n     int64
+}
+
+// Hijack is how ReverseProxy switches protocols after the upstream's 101, which it then
+// writes on the raw connection: record the 101, and stop the guard following bytes that
+// are no longer HTTP.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil {
+		r.code = http.StatusSwitchingProtocols
+		if r.guard != nil {
+			r.guard.switched()
+		}
+	}
+	return c, brw, err
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -287,15 +324,17 @@ func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Fl
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// countingBody counts request body bytes as the proxy reads them.
+// countingBody counts request body bytes as the proxy reads them. The count is atomic:
+// the transport's goroutine that sends the body may still be reading when the handler
+// returns and records it (an HTTP/2 upstream, or one that answered before the body ended).
 type countingBody struct {
 	rc io.ReadCloser
-	n  int64
+	n  atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	return n, err
 }
 
