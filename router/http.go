@@ -185,10 +185,11 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	m := r.Context().Value(metaKey{}).(*Meta)
 	if r.ProtoMajor == 1 && m.Guard != nil && m.Guard.Take() {
-		h.log.Info().Uint64(telemetry.FieldConnID, m.ConnID).Str(telemetry.FieldReason, "content-length with transfer-encoding").
+		h.log.Info().Uint64(telemetry.FieldConnID, m.ConnID).
+			Str(telemetry.FieldReason, "both Content-Length and Transfer-Encoding, or a folded header line").
 			Msg("ambiguous request framing refused")
 		w.Header().Set("Connection", "close")
-		http.Error(w, "bad request: both Content-Length and Transfer-Encoding", http.StatusBadRequest)
+		http.Error(w, "bad request: ambiguous message framing", http.StatusBadRequest)
 		h.metrics.Requests.WithLabelValues(m.Direction, m.Dst.String(), "http", "400", "").Inc()
 		return
 	}
