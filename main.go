@@ -23,6 +23,7 @@ import (
 	"skiff/intercept"
 	"skiff/listener"
 	"skiff/telemetry"
+	meshtls "skiff/tls"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,6 +35,7 @@ Usage:
   skiff init     [--config F] [--dry-run] [--remove]   install (or remove) the iptables capture rules
   skiff run      [--config F]                          run the proxy
   skiff validate [--config F]                          check a config file and exit
+  skiff ca       init|issue ...                        a small CA for VMs and demos (skiff ca help)
   skiff version                                        print the version
 
 Every subcommand reads the YAML file given by --config (default: none, all defaults).
@@ -56,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args, stderr)
 	case "validate":
 		return cmdValidate(args, stdout, stderr)
+	case "ca":
+		return meshtls.CACommand(args, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "skiff", version)
 		return 0
