@@ -2,17 +2,10 @@ package listener
 
 import (
 	"errors"
-	"io"
 	"net"
-	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 )
-
-// relayChunk is how many bytes one splice call may move before the relay loop looks
-// at the clock again: it bounds how stale the idle timer and the byte counters get.
-const relayChunk = 1 << 20
 
 // RelayResult says how a relay ended.
 type RelayResult struct {
@@ -29,9 +22,9 @@ var ErrIdle = errors.New("idle timeout")
 // Relay copies bytes both ways between down (accepted) and up (dialled) until both
 // directions have ended, then closes both connections.
 //
-// It keeps the zero-copy path: each direction is (*net.TCPConn).ReadFrom of the other
-// TCP connection wrapped only in an io.LimitedReader, which the runtime turns into
-// splice(2), so the bytes never enter user space.
+// It keeps the zero-copy path: on Linux each direction moves bytes with splice(2)
+// through a pipe held only while bytes are moving (splice_linux.go), so the bytes never
+// enter user space and an idle connection holds no pipe.
 //
 // A clean EOF in one direction is passed on as a half-close (CloseWrite) and the other
 // direction goes on. A reset or any other error on either side resets both, so the peer
@@ -40,13 +33,13 @@ var ErrIdle = errors.New("idle timeout")
 // onBytes, when set, is called as bytes move (true: downstream to upstream).
 func Relay(down, up *net.TCPConn, idle time.Duration, onBytes func(toUpstream bool, n int64)) RelayResult {
 	var (
-		last    = &idleTracker{a: down, b: up}
+		last    = &activity{}
 		failed  atomic.Bool
 		upErr   error
 		upBytes int64
 		done    = make(chan struct{})
 	)
-	last.moved() // start from the counters as they are now
+	last.touch()
 	abort := func() {
 		if failed.CompareAndSwap(false, true) {
 			// SO_LINGER 0: Close sends RST instead of FIN.
@@ -97,50 +90,20 @@ func Relay(down, up *net.TCPConn, idle time.Duration, onBytes func(toUpstream bo
 	return res
 }
 
-// pipe moves bytes from src to dst until EOF (nil error) or an error.
-func pipe(dst, src *net.TCPConn, idle time.Duration, last *idleTracker, count func(int64)) (int64, error) {
-	lr := io.LimitedReader{R: src}
-	var total int64
-	for {
-		if err := src.SetReadDeadline(time.Now().Add(idle)); err != nil {
-			return total, err
-		}
-		lr.N = relayChunk
-		n, err := dst.ReadFrom(&lr)
-		if n > 0 {
-			total += n
+// pipe moves bytes from src to dst until EOF (nil error) or an error. A direction whose
+// wait times out goes on waiting while the other direction has moved bytes within the
+// idle timeout.
+func pipe(dst, src *net.TCPConn, idle time.Duration, last *activity, count func(int64)) (int64, error) {
+	return copyDirection(dst, src, idle,
+		func() bool { return last.since() < idle },
+		func(n int64) {
+			last.touch()
 			count(n)
-		}
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				if n > 0 || last.moved() {
-					continue // this or the other direction moved bytes: not idle
-				}
-				return total, ErrIdle
-			}
-			return total, err
-		}
-		if lr.N > 0 {
-			return total, nil // src reached EOF before filling the chunk
-		}
-	}
+		})
 }
 
-// idleTracker tells whether a relayed connection moved any byte since it was last asked.
-// A splice call that is busy moving bytes does not return until its chunk is done, so the
-// relay cannot see the progress itself; the kernel's per-socket byte counters (TCP_INFO)
-// can. It is asked only when an idle deadline passes, so it costs nothing per byte.
-type idleTracker struct {
-	a, b *net.TCPConn
-	mu   sync.Mutex
-	seen [2]uint64
-}
+// activity is when a relayed connection last moved a byte, either way.
+type activity struct{ last atomic.Int64 }
 
-func (t *idleTracker) moved() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := [2]uint64{bytesReceived(t.a), bytesReceived(t.b)}
-	changed := now != t.seen
-	t.seen = now
-	return changed
-}
+func (a *activity) touch()               { a.last.Store(time.Now().UnixNano()) }
+func (a *activity) since() time.Duration { return time.Since(time.Unix(0, a.last.Load())) }
