@@ -31,9 +31,9 @@ TEST_APT_PACKAGES := iptables iproute2 curl ca-certificates util-linux nghttp2-c
 # version changes. None are needed yet; an entry looks like
 # github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible (a module without a go.mod,
 # like that one, gets its own dependencies at their newest versions).
-TEST_GO_TOOLS :=
+TEST_GO_TOOLS := github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 
-.PHONY: help build test deps-test check-go lint fuzz demo image clean
+.PHONY: help build test deps-test check-go lint fuzz demo bench image clean
 
 help: ## show this help
 	@echo "skiff $(VERSION): targets (run as root where marked)"
@@ -124,6 +124,9 @@ fuzz: check-go ## run every fuzz target for FUZZTIME each (default 30s)
 
 demo: build ## as root: a two-workload mesh in network namespaces, then clean up
 	@scripts/demo.sh $(BIN)
+
+bench: check-go ## as root: skiff vs direct, HAProxy, nginx side by side (BENCH_QUICK=1: ~3 min; see bench/README.md)
+	@bash bench/run.sh
 
 image: ## build the container image skiff:VERSION (needs a running Docker engine)
 	@if ! docker info >/dev/null 2>&1; then \

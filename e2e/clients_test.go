@@ -46,7 +46,9 @@ type bannerResult struct {
 	result
 	Banner   string  `json:"banner"`
 	BannerMS float64 `json:"banner_ms"`
-	Echo     string  `json:"echo"`
+	// DialBannerMS includes the TCP handshake.
+	DialBannerMS float64 `json:"dial_banner_ms"`
+	Echo         string  `json:"echo"`
 }
 
 type grpcResult struct {

@@ -10,8 +10,17 @@
 // binary under test with the race detector; SKIFF_E2E_BINARY=path tests a skiff binary
 // built elsewhere instead of building this tree.
 //
+// The L7 tests (l7_test.go, interop_test.go, serverfirst_test.go, h2spec_test.go,
+// latency_test.go) prove what skiff does with each protocol it detects: HTTP/1.1, h2c,
+// gRPC (grpc-go's interop cases) and WebSocket proxied as requests, TLS from the app
+// relayed untouched, server-first greetings timed, ambiguous framing refused, h2spec
+// through skiff against golang.org/x/net/http2 alone, and the latency skiff adds.
+// TestH2Spec needs h2spec on PATH, the pinned version that `make deps-test` installs
+// into bin/tools (make test puts it on PATH; by hand:
+// GOBIN=$PWD/bin/tools go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible).
+//
 //	sudo go test ./e2e/            # about half a minute
-//	sudo go test -race -v ./e2e/   # prints the THROUGHPUT line and the banner time
+//	sudo go test -race -v ./e2e/   # also prints the THROUGHPUT, BANNER, H2SPEC and LATENCY lines
 //
 // Every namespace is named skiff-e2e-<pid>-<n>; a run removes its own, and the leftovers
 // of a run that was killed (whose pid is gone) at its start.

@@ -56,7 +56,7 @@ clients (print one JSON result line):
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
+		fmt.Fprint(os.Stderr, usage+moreUsage)
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
@@ -66,9 +66,12 @@ func main() {
 		"grpc-client": grpcClient, "ws-client": wsClient, "echo-client": echoClient,
 		"send": sendClient, "banner-client": bannerClient, "probe": probeClient,
 	}
+	for name, f := range moreCmds {
+		cmds[name] = f
+	}
 	f, ok := cmds[cmd]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "testapp: unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(os.Stderr, "testapp: unknown command %q\n\n%s", cmd, usage+moreUsage)
 		os.Exit(2)
 	}
 	if err := f(args); err != nil {
@@ -76,6 +79,13 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// moreCmds are the subcommands other files of this command add in their init, with
+// their usage lines in moreUsage: a new kind of server or client is a new file.
+var (
+	moreCmds  = map[string]func([]string) error{}
+	moreUsage string
+)
 
 // out serialises JSON lines on stdout: a client's progress events and its result, a
 // server's listening line.
@@ -706,7 +716,10 @@ type BannerResult struct {
 	Result
 	Banner   string  `json:"banner"`
 	BannerMS float64 `json:"banner_ms"` // from connect() returning to the greeting's arrival
-	Echo     string  `json:"echo"`
+	// DialBannerMS is from before connect() to the greeting's arrival: what the app
+	// waits in all, the TCP handshake included.
+	DialBannerMS float64 `json:"dial_banner_ms"`
+	Echo         string  `json:"echo"`
 }
 
 func bannerClient(args []string) error {
@@ -727,6 +740,7 @@ func bannerClient(args []string) error {
 }
 
 func bannerExchange(addr string, res *BannerResult) error {
+	start := time.Now()
 	c, err := dial(addr)
 	if err != nil {
 		return err
@@ -738,6 +752,7 @@ func bannerExchange(addr string, res *BannerResult) error {
 	r := bufio.NewReader(c)
 	res.Banner, err = r.ReadString('\n')
 	res.BannerMS = float64(time.Since(connected).Microseconds()) / 1000
+	res.DialBannerMS = float64(time.Since(start).Microseconds()) / 1000
 	if err != nil {
 		return fmt.Errorf("waiting for the greeting: %w", err)
 	}
