@@ -184,6 +184,15 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 	metrics := telemetry.NewMetrics()
 	srv := listener.NewServer(cfg, log, metrics)
+	if cfg.MTLS.Enabled() {
+		src, err := newIdentitySource(cfg, metrics, log)
+		if err != nil {
+			log.Error().Err(err).Str(telemetry.FieldFile, cfg.MTLS.CertDir).Msg("mTLS identity")
+			return 1
+		}
+		defer src.Close()
+		srv.EnableMesh(src)
+	}
 	// The config in force, for /config; a reload that changes log.level swaps it.
 	var current atomic.Pointer[config.Config]
 	current.Store(cfg)
@@ -243,4 +252,44 @@ wait:
 	_ = admin.Close()
 	log.Info().Dur(telemetry.FieldDuration, time.Since(start)).Msg("stopped")
 	return 0
+}
+
+// newIdentitySource loads the workload identity from mtls.cert_dir and follows its
+// rotations, logging and counting each, and exports its expiry.
+func newIdentitySource(cfg *config.Config, m *telemetry.Metrics, log zerolog.Logger) (*meshtls.Source, error) {
+	src, err := meshtls.NewSource(cfg.MTLS.CertDir, meshtls.Options{
+		TrustDomain: cfg.MTLS.TrustDomain,
+		Recheck:     cfg.MTLS.Recheck,
+		OnEvent: func(ev meshtls.Event) {
+			id := ev.Identity
+			l := log.With().Str(telemetry.FieldSPIFFEID, id.ID.String()).
+				Str(telemetry.FieldSerial, id.Certificate.Leaf.SerialNumber.Text(16)).
+				Time(telemetry.FieldNotAfter, id.NotAfter).Logger()
+			var fe *meshtls.FileError
+			switch {
+			case ev.Err == nil:
+				m.TLSReloads.WithLabelValues("ok").Inc()
+				l.Info().Msg("mTLS identity loaded")
+			case errors.As(ev.Err, &fe):
+				// A file of the set failed a check (expired, key mismatch, foreign trust
+				// domain, unreadable...).
+				m.TLSReloads.WithLabelValues("rejected").Inc()
+				l.Error().Err(ev.Err).Msg("mTLS identity files rejected; the identity in force stays")
+			case errors.Is(ev.Err, meshtls.ErrExpired):
+				m.TLSReloads.WithLabelValues("expired").Inc()
+				l.Error().Err(ev.Err).Msg("mTLS identity in force has expired")
+			default: // the directory could not be watched: it is re-read every mtls.recheck
+				m.TLSReloads.WithLabelValues("watch_error").Inc()
+				l.Warn().Err(ev.Err).Msg("mTLS identity directory watch")
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	id := src.Current()
+	log.Info().Str(telemetry.FieldSPIFFEID, id.ID.String()).Str(telemetry.FieldSerial, id.Certificate.Leaf.SerialNumber.Text(16)).
+		Time(telemetry.FieldNotAfter, id.NotAfter).Str("trust_domain", src.TrustDomain()).Msg("mTLS identity loaded")
+	m.RegisterIdentityExpiry(func() float64 { return float64(src.Current().NotAfter.Unix()) })
+	return src, nil
 }

@@ -20,6 +20,7 @@ type Config struct {
 	Proxy   Proxy   `mapstructure:"proxy" json:"proxy"`
 	Capture Capture `mapstructure:"capture" json:"capture"`
 	Sniff   Sniff   `mapstructure:"sniff" json:"sniff"`
+	MTLS    MTLS    `mapstructure:"mtls" json:"mtls"`
 	Log     Log     `mapstructure:"log" json:"log"`
 }
 
@@ -132,7 +133,16 @@ func Default() Config {
 			Outbound: OutboundCapture{Enabled: true, IncludeCIDRs: []string{}, ExcludeCIDRs: []string{}, IncludePorts: []int{}, ExcludePorts: []int{}},
 		},
 		Sniff: Sniff{ServerFirstWait: 20 * time.Millisecond, Timeout: 5 * time.Second, Ports: map[string]string{}},
-		Log:   Log{Level: "info", Format: "json"},
+		MTLS: MTLS{
+			Recheck:          30 * time.Second,
+			HandshakeTimeout: 10 * time.Second,
+			Inbound:          MTLSInbound{Mode: MTLSPermissive, Ports: map[string]string{}},
+			Outbound: MTLSOutbound{
+				Mode: MTLSAuto, Ports: map[string]string{}, CIDRs: []MTLSCIDR{},
+				AutoFallbackTTL: 5 * time.Minute, AutoProbeTimeout: 2 * time.Second,
+			},
+		},
+		Log: Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -238,6 +248,9 @@ func (c *Config) Validate() error {
 			return &FieldError{"sniff.ports." + k, fmt.Sprintf("must be auto, http, http2, grpc, tls or tcp (got %q)", v)}
 		}
 		c.Sniff.ports[uint16(port)] = v
+	}
+	if err := c.MTLS.validate(); err != nil {
+		return err
 	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		return &FieldError{"log.level", fmt.Sprintf("must be debug, info, warn or error (got %q)", c.Log.Level)}

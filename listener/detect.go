@@ -30,8 +30,8 @@ type sniffResult struct {
 	res   sniff.Result
 	buf   *[]byte // pooled; the client's first bytes are (*buf)[:n]
 	n     int
-	up    *net.TCPConn // dialled while the client was silent, or nil
-	hello []byte       // what the server said first, to pass to the client; nil if nothing
+	up    net.Conn // dialled while the client was silent (TCP, or mTLS to a mesh peer), or nil
+	hello []byte   // what the server said first, to pass to the client; nil if nothing
 }
 
 func (r *sniffResult) head() []byte {
@@ -60,12 +60,26 @@ var aLongTimeAgo = time.Unix(1, 0)
 // sniffConn reads the client's first bytes (and, if the client is silent, dials the
 // destination and waits for either side) and classifies the connection. On error the
 // caller resets the client; any upstream dialled is closed here.
-func (s *Server) sniffConn(down *net.TCPConn, dial func() (*net.TCPConn, error)) (sniffResult, error) {
+//
+// down is the accepted TCP connection, or the plaintext inside a mesh mTLS connection.
+// With dial nil nothing is dialled for a silent client (strict mTLS: the destination
+// must not speak to a peer not yet authenticated): the client has sniff.timeout to
+// speak, and one that does not is reported as TCP with no bytes.
+func (s *Server) sniffConn(down net.Conn, dial func() (net.Conn, error)) (sniffResult, error) {
 	r := sniffResult{buf: peekPool.Get().(*[]byte)}
 	b := *r.buf
-	_ = down.SetReadDeadline(time.Now().Add(s.cfg.Sniff.ServerFirstWait))
+	wait := s.cfg.Sniff.ServerFirstWait
+	if dial == nil {
+		wait = s.cfg.Sniff.Timeout
+	}
+	_ = down.SetReadDeadline(time.Now().Add(wait))
 	n, err := down.Read(b)
 	r.n = n
+	if n == 0 && isTimeout(err) && dial == nil {
+		r.res.Proto = sniff.TCP
+		_ = down.SetReadDeadline(time.Time{})
+		return r, nil
+	}
 	if n == 0 && isTimeout(err) {
 		up, err := dial()
 		if err != nil {
@@ -121,7 +135,7 @@ func (s *Server) sniffConn(down *net.TCPConn, dial func() (*net.TCPConn, error))
 // firstSpeaker waits, with an upstream already dialled, for the client or the server to
 // send. It reports done when the connection is decided as opaque TCP (the server spoke,
 // or the client closed); otherwise the client's first bytes are in r for classifying.
-func (s *Server) firstSpeaker(down *net.TCPConn, r *sniffResult) (done bool, err error) {
+func (s *Server) firstSpeaker(down net.Conn, r *sniffResult) (done bool, err error) {
 	type readResult struct {
 		n   int
 		err error

@@ -22,9 +22,9 @@ func testServer(t *testing.T) *Server {
 }
 
 // upstream returns a dial func to a fresh server conn, and the server's end.
-func upstream(t *testing.T) (dial func() (*net.TCPConn, error), server <-chan *net.TCPConn) {
+func upstream(t *testing.T) (dial func() (net.Conn, error), server <-chan *net.TCPConn) {
 	ch := make(chan *net.TCPConn, 1)
-	return func() (*net.TCPConn, error) {
+	return func() (net.Conn, error) {
 		a, b := tcpPair(t)
 		ch <- b
 		return a, nil

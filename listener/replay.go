@@ -8,12 +8,11 @@ import (
 )
 
 // replayConn is a sniffed connection handed to the HTTP proxy: reads return the bytes
-// sniffing already took, then the socket's. It embeds the net.Conn interface, not
-// *net.TCPConn, so no method of the socket that would skip the replayed bytes (such as
-// WriteTo) is promoted by accident.
+// sniffing already took, then the connection's. It embeds the net.Conn interface (the
+// *net.TCPConn, or the *tls.Conn of a mesh connection), so no method of the socket that
+// would skip the replayed bytes (such as WriteTo) is promoted by accident.
 type replayConn struct {
 	net.Conn
-	tcp  *net.TCPConn
 	r    *sniffResult
 	head []byte
 	meta router.Meta
@@ -27,7 +26,7 @@ func (c *replayConn) Read(p []byte) (n int, err error) {
 			c.r.release()
 		}
 	} else {
-		n, err = c.tcp.Read(p)
+		n, err = c.Conn.Read(p)
 	}
 	if c.meta.Guard != nil && n > 0 {
 		c.meta.Guard.Feed(p[:n])
@@ -35,7 +34,8 @@ func (c *replayConn) Read(p []byte) (n int, err error) {
 	return n, err
 }
 
-// WriteTo keeps splice for what follows the replayed bytes (an upgraded WebSocket).
+// WriteTo keeps splice for what follows the replayed bytes (an upgraded WebSocket) on a
+// plain TCP connection.
 func (c *replayConn) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	if len(c.head) > 0 {
@@ -47,15 +47,17 @@ func (c *replayConn) WriteTo(w io.Writer) (int64, error) {
 		}
 		c.r.release()
 	}
-	if rf, ok := w.(io.ReaderFrom); ok {
-		n, err := rf.ReadFrom(c.tcp)
-		return total + n, err
+	if tcp, ok := c.Conn.(*net.TCPConn); ok {
+		if rf, ok := w.(io.ReaderFrom); ok {
+			n, err := rf.ReadFrom(tcp)
+			return total + n, err
+		}
 	}
-	n, err := io.Copy(w, struct{ io.Reader }{c.tcp})
+	n, err := io.Copy(w, struct{ io.Reader }{c.Conn})
 	return total + n, err
 }
 
 // CloseWrite half-closes, as a relay of an upgraded connection needs.
-func (c *replayConn) CloseWrite() error { return c.tcp.CloseWrite() }
+func (c *replayConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 func (c *replayConn) Meta() *router.Meta { return &c.meta }

@@ -4,6 +4,7 @@ package listener
 
 import (
 	"context"
+	stdtls "crypto/tls"
 	"errors"
 	"net"
 	"net/netip"
@@ -46,6 +47,7 @@ type Server struct {
 	killCancel context.CancelFunc
 
 	http *router.HTTP
+	mesh *mesh // nil when mTLS is not configured
 }
 
 // NewServer returns a server for cfg's static settings.
@@ -144,31 +146,63 @@ func (s *Server) handle(down *net.TCPConn, dir Direction) {
 		return
 	}
 	_ = down.SetNoDelay(true)
+	c := conn{id: id, dir: dir, dst: dst}
+	if s.mesh != nil {
+		c.localID = s.mesh.src.Current().ID.String()
+		if dir == Outbound {
+			c.outMode = s.cfg.MTLS.OutboundMode(dst)
+		} else if mode := s.cfg.MTLS.InboundMode(dst.Port()); mode != config.MTLSDisable {
+			s.inboundMesh(down, c, mode, log)
+			return
+		}
+	}
+	s.serve(down, c, nil, log)
+}
 
+// conn is what the listener knows of a connection as it passes it on.
+type conn struct {
+	id      uint64
+	dir     Direction
+	dst     netip.AddrPort
+	localID string // this workload's SPIFFE ID when mTLS is configured
+	peerID  string // inbound over mesh mTLS: the peer's verified SPIFFE ID
+	outMode string // outbound: the mtls.outbound mode for dst ("" without mTLS)
+}
+
+// serve works out the protocol of down (the accepted TCP connection, or the plaintext
+// inside a mesh mTLS connection) and relays it opaque or hands it to the HTTP proxy.
+// pre, when not nil, is what sniffing down already found.
+func (s *Server) serve(down net.Conn, c conn, pre *sniffResult, log zerolog.Logger) {
 	var r sniffResult
 	detected := ""
-	switch pinned := s.cfg.Sniff.PortProtocol(dst.Port()); pinned {
-	case config.ProtoTCP:
-		r.res.Proto = sniff.TCP
-	case config.ProtoTLS:
-		r.res.Proto = sniff.TLS
-	case config.ProtoHTTP, config.ProtoHTTP2, config.ProtoGRPC:
-		// Pinned to HTTP: the HTTP server tells HTTP/1.1 from h2c itself.
-		r.res.Proto = sniff.HTTP1
-		detected = pinned
+	pinned := s.cfg.Sniff.PortProtocol(c.dst.Port())
+	switch {
+	case pre != nil:
+		r = *pre
+		if pinned != config.ProtoAuto && r.hello == nil {
+			r.res = pinnedResult(pinned)
+			if pinned != config.ProtoTCP && pinned != config.ProtoTLS {
+				detected = pinned
+			}
+		}
+	case pinned != config.ProtoAuto:
+		r.res = pinnedResult(pinned)
+		if pinned != config.ProtoTCP && pinned != config.ProtoTLS {
+			detected = pinned
+		}
 	default:
-		r, err = s.sniffConn(down, func() (*net.TCPConn, error) { return s.dialUpstream(dir, dst, log) })
+		var err error
+		r, err = s.sniffConn(down, func() (net.Conn, error) { return s.dialUpstream(c, log) })
 		if err != nil {
 			log.Debug().Err(err).Msg("connection ended while detecting its protocol")
-			_ = down.SetLinger(0)
-			_ = down.Close()
+			reset(down)
 			return
 		}
 	}
 	if detected == "" {
 		detected = r.res.Proto.String()
 	}
-	s.metrics.Detected.WithLabelValues(string(dir), detected).Inc()
+	s.metrics.Detected.WithLabelValues(string(c.dir), detected).Inc()
 
 	switch {
 	case r.res.Proto == sniff.HTTP2, r.res.Proto == sniff.HTTP1 && r.res.Method != "CONNECT":
@@ -176,8 +210,9 @@ func (s *Server) handle(down *net.TCPConn, dir Direction) {
 		if r.up != nil {
 			_ = r.up.Close() // dialled for a client that was slow to speak: HTTP pools its own
 		}
-		rc := &replayConn{Conn: down, tcp: down, r: &r, head: r.head(),
-			meta: router.Meta{Direction: string(dir), Dst: dst, ConnID: id}}
+		rc := &replayConn{Conn: down, r: &r, head: r.head(),
+			meta: router.Meta{Direction: string(c.dir), Dst: c.dst, ConnID: c.id, PeerID: c.peerID, LocalID: c.localID,
+				Mesh: c.outMode == config.MTLSOn || c.outMode == config.MTLSAuto}}
 		if r.res.Proto == sniff.HTTP1 {
 			rc.meta.Guard = &router.H1Guard{}
 		}
@@ -187,33 +222,52 @@ func (s *Server) handle(down *net.TCPConn, dir Direction) {
 	if r.res.Proto == sniff.TLS && r.res.SNI != "" {
 		log = log.With().Str("sni", r.res.SNI).Logger()
 	}
-	s.relayTCP(down, dir, dst, &r, log)
+	s.relayTCP(down, c, &r, log)
 }
 
-// relayTCP relays an opaque or TLS connection byte for byte with splice, after passing on
-// whatever sniffing already read from either side.
-func (s *Server) relayTCP(down *net.TCPConn, dir Direction, dst netip.AddrPort, r *sniffResult, log zerolog.Logger) {
+// pinnedResult is what a port pinned by sniff.ports is taken to carry. Pinned to HTTP,
+// the HTTP server tells HTTP/1.1 from h2c itself.
+func pinnedResult(pinned string) sniff.Result {
+	switch pinned {
+	case config.ProtoTCP:
+		return sniff.Result{Proto: sniff.TCP}
+	case config.ProtoTLS:
+		return sniff.Result{Proto: sniff.TLS}
+	}
+	return sniff.Result{Proto: sniff.HTTP1}
+}
+
+// relayTCP relays an opaque or TLS connection byte for byte (with splice when both sides
+// are plain TCP), after passing on whatever sniffing already read from either side.
+func (s *Server) relayTCP(down net.Conn, c conn, r *sniffResult, log zerolog.Logger) {
 	start := time.Now()
-	dstLabel := dst.String()
+	dir := c.dir
+	dstLabel := c.dst.String()
 	up := r.up
 	if up == nil {
 		var err error
-		if up, err = s.dialUpstream(dir, dst, log); err != nil {
+		if up, err = s.dialUpstream(c, log); err != nil {
 			r.release()
 			// Reset, so the app sees a failed connection as it would without the proxy.
-			_ = down.SetLinger(0)
-			_ = down.Close()
+			reset(down)
 			return
 		}
 	}
-	recvC := s.metrics.TCPReceived.WithLabelValues(string(dir), dstLabel)
-	sentC := s.metrics.TCPSent.WithLabelValues(string(dir), dstLabel)
-	s.metrics.TCPOpened.WithLabelValues(string(dir), dstLabel).Inc()
+	policy, principal := telemetry.SecurityNone, telemetry.UnknownPrincipal
+	if c.peerID != "" {
+		policy, principal = telemetry.SecurityMTLS, c.peerID
+	} else if _, ok := up.(*stdtls.Conn); ok {
+		policy, principal = telemetry.SecurityMTLS, c.localID
+	}
+	labels := []string{string(dir), dstLabel, policy, principal}
+	recvC := s.metrics.TCPReceived.WithLabelValues(labels...)
+	sentC := s.metrics.TCPSent.WithLabelValues(labels...)
+	s.metrics.TCPOpened.WithLabelValues(labels...).Inc()
 	active := s.metrics.TCPActive.WithLabelValues(string(dir))
 	active.Inc()
 	defer func() {
 		active.Dec()
-		s.metrics.TCPClosed.WithLabelValues(string(dir), dstLabel).Inc()
+		s.metrics.TCPClosed.WithLabelValues(labels...).Inc()
 	}()
 
 	var pre RelayResult
@@ -235,52 +289,64 @@ func (s *Server) relayTCP(down *net.TCPConn, dir Direction, dst netip.AddrPort, 
 	}
 	r.release()
 	if pre.Err != nil {
-		_ = down.SetLinger(0)
-		_ = up.SetLinger(0)
-		_ = down.Close()
-		_ = up.Close()
+		reset(down)
+		reset(up)
 		log.Debug().Err(pre.Err).Msg("connection failed before the relay started")
 		return
 	}
 
 	stop := context.AfterFunc(s.kill, func() {
-		_ = down.SetLinger(0)
-		_ = down.Close()
-		_ = up.SetLinger(0)
-		_ = up.Close()
+		reset(down)
+		reset(up)
 	})
 	defer stop()
-	log.Debug().Str(telemetry.FieldProto, r.res.Proto.String()).Msg("relaying")
-	res := Relay(down, up, s.cfg.Proxy.IdleTimeout, func(toUp bool, n int64) {
+	log.Debug().Str(telemetry.FieldProto, r.res.Proto.String()).Str(telemetry.FieldSecurity, policy).Msg("relaying")
+	count := func(toUp bool, n int64) {
 		if toUp {
 			recvC.Add(float64(n))
 		} else {
 			sentC.Add(float64(n))
 		}
-	})
+	}
+	var res RelayResult
+	downTCP, ok1 := down.(*net.TCPConn)
+	upTCP, ok2 := up.(*net.TCPConn)
+	if ok1 && ok2 {
+		res = Relay(downTCP, upTCP, s.cfg.Proxy.IdleTimeout, count)
+	} else {
+		res = RelayStreams(down, up, s.cfg.Proxy.IdleTimeout, count)
+	}
 	ev := log.Debug()
 	if res.Err != nil && !isExpected(res.Err) {
 		ev = log.Info().AnErr("close_reason", res.Err)
 	}
-	ev.Str(telemetry.FieldProto, r.res.Proto.String()).
+	ev.Str(telemetry.FieldProto, r.res.Proto.String()).Str(telemetry.FieldSecurity, policy).
 		Int64(telemetry.FieldReceived, pre.Received+res.Received).Int64(telemetry.FieldSent, pre.Sent+res.Sent).
 		Dur(telemetry.FieldDuration, time.Since(start)).Msg("connection closed")
 }
 
-// dialUpstream connects to a destination for a connection going dir. Inbound connections
-// to this host's own addresses are forwarded from the passthrough address, which the
-// OUTPUT rules let through; from any other address the forward over lo would be captured
-// again.
-func (s *Server) dialUpstream(dir Direction, dst netip.AddrPort, log zerolog.Logger) (*net.TCPConn, error) {
+// dialUpstream connects to a destination for a connection: through the mesh dialer for
+// an outbound connection whose destination is in mTLS mode on or auto (the result is
+// then a *stdtls.Conn, or a plain connection to an endpoint auto mode found outside the
+// mesh), plain TCP otherwise. Inbound connections to this host's own addresses are
+// forwarded from the passthrough address, which the OUTPUT rules let through; from any
+// other address the forward over lo would be captured again.
+func (s *Server) dialUpstream(c conn, log zerolog.Logger) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.kill, s.cfg.Proxy.ConnectTimeout)
 	defer cancel()
-	c, err := s.dial(ctx, dir, dst)
+	var up net.Conn
+	var err error
+	if c.dir == Outbound && s.mesh != nil && c.outMode != config.MTLSOff && c.outMode != "" {
+		up, err = s.dialMesh(ctx, c.dst, c.outMode, log)
+	} else {
+		up, err = s.dial(ctx, c.dir, c.dst)
+	}
 	if err != nil {
-		s.metrics.ConnectErr.WithLabelValues(string(dir), dst.String()).Inc()
+		s.metrics.ConnectErr.WithLabelValues(string(c.dir), c.dst.String()).Inc()
 		log.Info().Err(err).Msg("upstream connect failed")
 		return nil, err
 	}
-	return c, nil
+	return up, nil
 }
 
 func (s *Server) dial(ctx context.Context, dir Direction, dst netip.AddrPort) (*net.TCPConn, error) {
@@ -313,8 +379,12 @@ func (s *Server) isSelf(c *net.TCPConn, dst netip.AddrPort) bool {
 }
 
 func (s *Server) refuse(c *net.TCPConn, dir Direction, reason string, ev *zerolog.Event) {
+	s.refuseMsg(c, dir, reason, ev, "connection refused: not a redirected connection")
+}
+
+func (s *Server) refuseMsg(c *net.TCPConn, dir Direction, reason string, ev *zerolog.Event, msg string) {
 	s.metrics.TCPRefused.WithLabelValues(string(dir), reason).Inc()
-	ev.Str(telemetry.FieldReason, reason).Msg("connection refused: not a redirected connection")
+	ev.Str(telemetry.FieldReason, reason).Msg(msg)
 	_ = c.SetLinger(0)
 	_ = c.Close()
 }

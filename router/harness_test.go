@@ -341,9 +341,10 @@ type sample struct {
 	hist   *dto.Histogram
 }
 
-// labelsOf is the request label set in telemetry.RequestLabels order.
+// labelsOf is the request label set in telemetry.RequestLabels order, for a request
+// that did not cross the mesh with mTLS.
 func labelsOf(dst netip.AddrPort, proto, code, grpc string) []string {
-	return []string{"outbound", dst.String(), proto, code, grpc}
+	return []string{"outbound", dst.String(), proto, code, grpc, telemetry.SecurityNone, telemetry.UnknownPrincipal}
 }
 
 // requestCount is skiff_requests_total for one label set (in telemetry.RequestLabels

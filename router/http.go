@@ -6,11 +6,13 @@ package router
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"strconv"
@@ -32,6 +34,15 @@ type Meta struct {
 	ConnID    uint64
 	// Guard follows an HTTP/1 connection's framing (nil for HTTP/2).
 	Guard *H1Guard
+	// PeerID is the verified SPIFFE ID of the peer sidecar of an inbound connection
+	// that came over mesh mTLS; "" otherwise. (For policy, metrics, logs and the
+	// X-Forwarded-Client-Cert header.)
+	PeerID string
+	// LocalID is this workload's SPIFFE ID when mTLS is configured, else "".
+	LocalID string
+	// Mesh is set on an outbound connection whose upstreams are dialled through the
+	// mesh dialer (mtls.outbound mode on or auto for its destination).
+	Mesh bool
 }
 
 // Conn is a downstream connection and its metadata.
@@ -57,25 +68,25 @@ type HTTP struct {
 	// proxies[direction][h2] — a separate pool per direction, because inbound dials bind
 	// the passthrough source address.
 	proxies map[string][2]*httputil.ReverseProxy
-	done    chan struct{}
+	// mesh[h2] proxies outbound requests of Meta.Mesh connections, over pooled
+	// connections from the mesh dialer: HTTP/1.1 keep-alive or multiplexed HTTP/2 inside
+	// mTLS. nil until EnableMesh.
+	mesh *[2]*httputil.ReverseProxy
+	cfg  *config.Config
+	pool *bufferPool
+	done chan struct{}
 }
+
+// XFCC is the header that tells the app which mesh peer a request came from, in
+// Envoy's format: By=<this workload's ID>;URI=<the peer's ID>.
+const XFCC = "X-Forwarded-Client-Cert"
 
 // NewHTTP returns the proxy; Serve must run for it to take connections.
 func NewHTTP(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics, dial DialFunc) *HTTP {
-	h := &HTTP{log: log, metrics: m, ln: newConnListener(), proxies: map[string][2]*httputil.ReverseProxy{}, done: make(chan struct{})}
-	pool := &bufferPool{}
+	h := &HTTP{log: log, metrics: m, ln: newConnListener(), proxies: map[string][2]*httputil.ReverseProxy{},
+		cfg: cfg, pool: &bufferPool{}, done: make(chan struct{})}
 	for _, dir := range []string{"inbound", "outbound"} {
-		var pair [2]*httputil.ReverseProxy
-		for i, h2 := range []bool{false, true} {
-			pair[i] = &httputil.ReverseProxy{
-				Rewrite:      rewrite,
-				Transport:    newTransport(dir, h2, cfg, dial),
-				BufferPool:   pool,
-				ErrorHandler: h.proxyError,
-				ErrorLog:     newStdLogger(log),
-			}
-		}
-		h.proxies[dir] = pair
+		h.proxies[dir] = h.proxyPair(dir, dial)
 	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
@@ -101,6 +112,32 @@ func NewHTTP(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics, dial 
 		},
 	}
 	return h
+}
+
+func (h *HTTP) proxyPair(dir string, dial DialFunc) [2]*httputil.ReverseProxy {
+	var pair [2]*httputil.ReverseProxy
+	for i, h2 := range []bool{false, true} {
+		pair[i] = &httputil.ReverseProxy{
+			Rewrite:      h.rewrite,
+			Transport:    newTransport(dir, h2, h.cfg, dial),
+			BufferPool:   h.pool,
+			ErrorHandler: h.proxyError,
+			ErrorLog:     newStdLogger(h.log),
+		}
+	}
+	return pair
+}
+
+// EnableMesh turns on mTLS handling: outbound requests of Meta.Mesh connections go
+// through dial (which returns a *tls.Conn for an mTLS upstream, or a plain connection
+// for one that is not in the mesh), and inbound requests carry the peer's identity in
+// XFCC, a client's own XFCC being removed unless it came over mesh mTLS. Call it before
+// the first connection is served.
+func (h *HTTP) EnableMesh(dial func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)) {
+	pair := h.proxyPair("outbound", func(ctx context.Context, _ string, dst netip.AddrPort) (net.Conn, error) {
+		return dial(ctx, dst)
+	})
+	h.mesh = &pair
 }
 
 // maxHeaderBytes bounds a request head; the HTTP/1 server reads up to 4 KiB more.
@@ -139,8 +176,16 @@ func newTransport(dir string, h2 bool, cfg *config.Config, dial DialFunc) *http.
 
 // rewrite sends the request to the connection's original destination, leaving the
 // request itself (method, authority, path, headers) as the app sent it.
-func rewrite(pr *httputil.ProxyRequest) {
+func (h *HTTP) rewrite(pr *httputil.ProxyRequest) {
 	m := pr.In.Context().Value(metaKey{}).(*Meta)
+	if h.mesh != nil && m.Direction == "inbound" {
+		// Only this proxy may say who the peer is.
+		if m.PeerID != "" {
+			pr.Out.Header[XFCC] = []string{"By=" + m.LocalID + ";URI=" + m.PeerID}
+		} else {
+			delete(pr.Out.Header, XFCC)
+		}
+	}
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = m.Dst.String()
 	// ReverseProxy re-encodes (and so reorders, and drops parts of) a query with a ';' or
@@ -190,7 +235,8 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Msg("ambiguous request framing refused")
 		w.Header().Set("Connection", "close")
 		http.Error(w, "bad request: ambiguous message framing", http.StatusBadRequest)
-		h.metrics.Requests.WithLabelValues(m.Direction, m.Dst.String(), "http", "400", "").Inc()
+		policy, principal := inboundSecurity(m)
+		h.metrics.Requests.WithLabelValues(m.Direction, m.Dst.String(), "http", "400", "", policy, principal).Inc()
 		return
 	}
 	proto := requestProtocol(r)
@@ -210,14 +256,39 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 2 {
 		h2 = 1
 	}
+	proxy := h.proxies[m.Direction][h2]
+	sec := &security{}
+	if m.Mesh && h.mesh != nil && m.Direction == "outbound" {
+		proxy = h.mesh[h2]
+		// Which connection served the request says whether it went over mTLS (auto mode
+		// may have found the endpoint outside the mesh).
+		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) {
+				_, ok := info.Conn.(*tls.Conn)
+				sec.mtls.Store(ok)
+			},
+		}))
+	}
 	// Deferred: ReverseProxy ends a response that fails midway (the client or the upstream
 	// went away) with panic(http.ErrAbortHandler), and such requests count too.
-	defer h.record(m, proto, start, body, rw)
-	h.proxies[m.Direction][h2].ServeHTTP(rw, r)
+	defer h.record(m, proto, start, body, rw, sec)
+	proxy.ServeHTTP(rw, r)
+}
+
+// security is what an outbound request learnt of its upstream connection.
+type security struct{ mtls atomic.Bool }
+
+// inboundSecurity returns the connection_security_policy and source_principal labels
+// of an inbound connection (and of an outbound one not known to have used mTLS).
+func inboundSecurity(m *Meta) (string, string) {
+	if m.Direction == "inbound" && m.PeerID != "" {
+		return telemetry.SecurityMTLS, m.PeerID
+	}
+	return telemetry.SecurityNone, telemetry.UnknownPrincipal
 }
 
 // record adds a served request to the metrics.
-func (h *HTTP) record(m *Meta, proto string, start time.Time, body *countingBody, rw *recorder) {
+func (h *HTTP) record(m *Meta, proto string, start time.Time, body *countingBody, rw *recorder, sec *security) {
 	code := rw.code
 	if code == 0 {
 		code = http.StatusOK
@@ -226,7 +297,11 @@ func (h *HTTP) record(m *Meta, proto string, start time.Time, body *countingBody
 	if proto == "grpc" {
 		grpcStatus = grpcStatusOf(rw.Header())
 	}
-	labels := []string{m.Direction, m.Dst.String(), proto, strconv.Itoa(code), grpcStatus}
+	policy, principal := inboundSecurity(m)
+	if sec.mtls.Load() {
+		policy, principal = telemetry.SecurityMTLS, m.LocalID
+	}
+	labels := []string{m.Direction, m.Dst.String(), proto, strconv.Itoa(code), grpcStatus, policy, principal}
 	h.metrics.Requests.WithLabelValues(labels...).Inc()
 	h.metrics.RequestDuration.WithLabelValues(labels...).Observe(float64(time.Since(start)) / float64(time.Millisecond))
 	h.metrics.RequestBytes.WithLabelValues(labels...).Observe(float64(body.n.Load()))
@@ -277,8 +352,11 @@ func (h *HTTP) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &ne) && ne.Timeout():
 		code = http.StatusGatewayTimeout
 	}
-	h.log.Info().Err(err).Uint64(telemetry.FieldConnID, m.ConnID).Str(telemetry.FieldUpstream, m.Dst.String()).
-		Int("status", code).Msg("upstream request failed")
+	ev := h.log.Info().Err(err).Uint64(telemetry.FieldConnID, m.ConnID).Str(telemetry.FieldUpstream, m.Dst.String())
+	if m.PeerID != "" {
+		ev = ev.Str(telemetry.FieldPeerID, m.PeerID)
+	}
+	ev.Int("status", code).Msg("upstream request failed")
 	w.WriteHeader(code)
 }
 

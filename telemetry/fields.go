@@ -17,4 +17,9 @@ const (
 	FieldFile      = "file"
 	FieldBackend   = "backend"
 	FieldFamily    = "family"
+	FieldPeerID    = "peer_id"   // the verified SPIFFE ID of a mesh peer
+	FieldSecurity  = "security"  // mutual_tls or none
+	FieldSPIFFEID  = "spiffe_id" // this workload's identity
+	FieldSerial    = "serial"
+	FieldNotAfter  = "not_after"
 )

@@ -11,10 +11,10 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	TCPOpened   *prometheus.CounterVec // direction, destination
-	TCPClosed   *prometheus.CounterVec // direction, destination
-	TCPSent     *prometheus.CounterVec // direction, destination
-	TCPReceived *prometheus.CounterVec // direction, destination
+	TCPOpened   *prometheus.CounterVec // TCPLabels
+	TCPClosed   *prometheus.CounterVec // TCPLabels
+	TCPSent     *prometheus.CounterVec // TCPLabels
+	TCPReceived *prometheus.CounterVec // TCPLabels
 	TCPActive   *prometheus.GaugeVec   // direction
 	TCPRefused  *prometheus.CounterVec // direction, reason
 	ConnectErr  *prometheus.CounterVec // direction, destination
@@ -30,10 +30,32 @@ type Metrics struct {
 	RequestDuration *prometheus.HistogramVec // RequestLabels
 	RequestBytes    *prometheus.HistogramVec // RequestLabels
 	ResponseBytes   *prometheus.HistogramVec // RequestLabels
+
+	// TLSReloads counts changes and problems of the workload identity (mtls.cert_dir)
+	// by result: ok, rejected, expired, watch_error. skiff_tls_identity_expiry_seconds
+	// joins it through RegisterIdentityExpiry.
+	TLSReloads *prometheus.CounterVec
 }
 
+// Values of the connection_security_policy label, as Istio's.
+const (
+	SecurityMTLS = "mutual_tls"
+	SecurityNone = "none"
+)
+
+// UnknownPrincipal is the source_principal of a connection with no verified peer.
+const UnknownPrincipal = "unknown"
+
+// TCPLabels are the labels of the per-connection TCP series, in order.
+// connection_security_policy is mutual_tls when the connection crossed the mesh with
+// mTLS (inbound: terminated here; outbound: wrapped here), none otherwise;
+// source_principal is the verified peer's SPIFFE ID inbound, this workload's own ID
+// outbound over mTLS, else "unknown".
+var TCPLabels = []string{"direction", "destination", "connection_security_policy", "source_principal"}
+
 // RequestLabels are the labels of the per-request series, in order.
-var RequestLabels = []string{"direction", "destination", "request_protocol", "response_code", "grpc_response_status"}
+var RequestLabels = []string{"direction", "destination", "request_protocol", "response_code", "grpc_response_status",
+	"connection_security_policy", "source_principal"}
 
 // NewMetrics registers every series on a registry of its own (not the global one, so
 // tests can make as many as they like).
@@ -41,20 +63,21 @@ func NewMetrics() *Metrics {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	dd := []string{"direction", "destination"}
+	tl := TCPLabels
 	m := &Metrics{
 		Registry: r,
 		TCPOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_tcp_connections_opened_total", Help: "Connections accepted by the proxy and dialled upstream.",
-		}, dd),
+		}, tl),
 		TCPClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_tcp_connections_closed_total", Help: "Proxied connections that ended.",
-		}, dd),
+		}, tl),
 		TCPSent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_tcp_sent_bytes_total", Help: "Bytes sent to the downstream (the side that connected).",
-		}, dd),
+		}, tl),
 		TCPReceived: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_tcp_received_bytes_total", Help: "Bytes received from the downstream (the side that connected).",
-		}, dd),
+		}, tl),
 		TCPActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "skiff_tcp_connections_active", Help: "Connections being proxied now.",
 		}, []string{"direction"}),
@@ -85,7 +108,21 @@ func NewMetrics() *Metrics {
 	m.ResponseBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "skiff_response_bytes", Help: "Response body sizes.", Buckets: sizes,
 	}, RequestLabels)
+	m.TLSReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "skiff_tls_identity_reloads_total",
+		Help: "Workload identity loads from mtls.cert_dir by result: ok (swapped in), rejected (bad files: the identity in force stays), expired (the identity in force expired), watch_error.",
+	}, []string{"result"})
+	r.MustRegister(m.TLSReloads)
 	r.MustRegister(m.ConfigReloads, m.Detected, m.Requests, m.RequestDuration, m.RequestBytes, m.ResponseBytes)
 	r.MustRegister(m.TCPOpened, m.TCPClosed, m.TCPSent, m.TCPReceived, m.TCPActive, m.TCPRefused, m.ConnectErr)
 	return m
+}
+
+// RegisterIdentityExpiry adds skiff_tls_identity_expiry_seconds: the Unix time at which
+// the certificate in force expires, read at each scrape.
+func (m *Metrics) RegisterIdentityExpiry(notAfter func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "skiff_tls_identity_expiry_seconds",
+		Help: "Unix time at which the workload certificate in force expires.",
+	}, notAfter))
 }
