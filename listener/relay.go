@@ -75,8 +75,13 @@ func Relay(down, up *net.TCPConn, idle time.Duration, onBytes func(toUpstream bo
 	<-done
 	_ = down.Close()
 	_ = up.Close()
+	return relayResult(upBytes, downBytes, upErr, downErr)
+}
+
+// relayResult reports how a relay ended: the cause, not the "use of closed connection"
+// the other direction saw after the first one failed.
+func relayResult(upBytes, downBytes int64, upErr, downErr error) RelayResult {
 	res := RelayResult{Received: upBytes, Sent: downBytes}
-	// Report the cause, not the "use of closed connection" the other direction saw.
 	switch {
 	case downErr != nil && !errors.Is(downErr, net.ErrClosed):
 		res.Err = downErr

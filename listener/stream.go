@@ -105,18 +105,7 @@ func RelayStreams(down, up net.Conn, idle time.Duration, onBytes func(toUpstream
 		_ = down.Close()
 		_ = up.Close()
 	}
-	res := RelayResult{Received: upBytes, Sent: downBytes}
-	switch {
-	case downErr != nil && !errors.Is(downErr, net.ErrClosed):
-		res.Err = downErr
-	case upErr != nil && !errors.Is(upErr, net.ErrClosed):
-		res.Err = upErr
-	case downErr != nil:
-		res.Err = downErr
-	case upErr != nil:
-		res.Err = upErr
-	}
-	return res
+	return relayResult(upBytes, downBytes, upErr, downErr)
 }
 
 // copyStream moves bytes from src to dst until EOF (nil error) or an error.
