@@ -22,6 +22,12 @@ type Config struct {
 	Sniff   Sniff   `mapstructure:"sniff" json:"sniff"`
 	MTLS    MTLS    `mapstructure:"mtls" json:"mtls"`
 	Log     Log     `mapstructure:"log" json:"log"`
+
+	// Dynamic keys: they take effect on reload.
+	Services      []Service     `mapstructure:"services" json:"services"`
+	Discovery     Discovery     `mapstructure:"discovery" json:"discovery"`
+	Routes        Routes        `mapstructure:"routes" json:"routes"`
+	Authorization Authorization `mapstructure:"authorization" json:"authorization"`
 }
 
 // Protocols a port can be pinned to with sniff.ports, skipping detection.
@@ -142,7 +148,11 @@ func Default() Config {
 				AutoFallbackTTL: 5 * time.Minute, AutoProbeTimeout: 2 * time.Second,
 			},
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Log:           Log{Level: "info", Format: "json"},
+		Services:      []Service{},
+		Discovery:     Discovery{DNSServers: []string{}, DNSRefresh: 5 * time.Second},
+		Routes:        Routes{HTTP: []HTTPRoute{}, GRPC: []GRPCRoute{}, TCP: []TCPRoute{}},
+		Authorization: Authorization{DefaultAction: AuthzAuto, Policies: []AuthzPolicy{}},
 	}
 }
 
@@ -258,7 +268,10 @@ func (c *Config) Validate() error {
 	if !oneOf(c.Log.Format, "json", "console") {
 		return &FieldError{"log.format", fmt.Sprintf("must be json or console (got %q)", c.Log.Format)}
 	}
-	return nil
+	if err := c.validateMesh(); err != nil {
+		return err
+	}
+	return c.Authorization.validate()
 }
 
 // ParsePrefix accepts a CIDR ("10.0.0.0/8", "fd00::/8") or a bare address (taken as a

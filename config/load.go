@@ -48,7 +48,9 @@ func Load(path string) (*Config, error) {
 // Parse decodes YAML bytes (named by file in errors) over the defaults and validates them.
 func Parse(file string, data []byte) (*Config, error) {
 	c := Default()
-	v := viper.New()
+	// "::" rather than ".": map keys such as label names (app.kubernetes.io/name) and
+	// header names keep their dots instead of becoming nested keys.
+	v := viper.NewWithOptions(viper.KeyDelimiter("::"))
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
 		return nil, &LoadError{File: file, Err: fmt.Errorf("not valid YAML: %w", errors.Unwrap(err))}

@@ -344,7 +344,8 @@ type sample struct {
 // labelsOf is the request label set in telemetry.RequestLabels order, for a request
 // that did not cross the mesh with mTLS.
 func labelsOf(dst netip.AddrPort, proto, code, grpc string) []string {
-	return []string{"outbound", dst.String(), proto, code, grpc, telemetry.SecurityNone, telemetry.UnknownPrincipal}
+	return []string{"outbound", dst.String(), proto, code, grpc, telemetry.SecurityNone, telemetry.UnknownPrincipal,
+		telemetry.UnknownService, telemetry.FlagNone}
 }
 
 // requestCount is skiff_requests_total for one label set (in telemetry.RequestLabels

@@ -236,7 +236,8 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		http.Error(w, "bad request: ambiguous message framing", http.StatusBadRequest)
 		policy, principal := inboundSecurity(m)
-		h.metrics.Requests.WithLabelValues(m.Direction, m.Dst.String(), "http", "400", "", policy, principal).Inc()
+		h.metrics.Requests.WithLabelValues(m.Direction, m.Dst.String(), "http", "400", "", policy, principal,
+			telemetry.UnknownService, telemetry.FlagBadRequest).Inc()
 		return
 	}
 	proto := requestProtocol(r)
@@ -301,7 +302,8 @@ func (h *HTTP) record(m *Meta, proto string, start time.Time, body *countingBody
 	if sec.mtls.Load() {
 		policy, principal = telemetry.SecurityMTLS, m.LocalID
 	}
-	labels := []string{m.Direction, m.Dst.String(), proto, strconv.Itoa(code), grpcStatus, policy, principal}
+	labels := []string{m.Direction, m.Dst.String(), proto, strconv.Itoa(code), grpcStatus, policy, principal,
+		telemetry.UnknownService, telemetry.FlagNone}
 	h.metrics.Requests.WithLabelValues(labels...).Inc()
 	h.metrics.RequestDuration.WithLabelValues(labels...).Observe(float64(time.Since(start)) / float64(time.Millisecond))
 	h.metrics.RequestBytes.WithLabelValues(labels...).Observe(float64(body.n.Load()))

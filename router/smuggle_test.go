@@ -3,6 +3,7 @@ package router
 import (
 	"io"
 	"net/http"
+	"skiff/telemetry"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,7 +50,9 @@ func TestSmuggleCLTERefused(t *testing.T) {
 			if n := b.reqs.Load(); n != 0 {
 				t.Errorf("backend got %d requests (%q), want none", n, b.paths())
 			}
-			if n := requestCount(t, p, labelsOf(b.addr, "http", "400", "")...); n != 1 {
+			l := labelsOf(b.addr, "http", "400", "")
+			l[len(l)-1] = telemetry.FlagBadRequest
+			if n := requestCount(t, p, l...); n != 1 {
 				t.Errorf("skiff_requests_total{response_code=400} = %v, want 1", n)
 			}
 		})

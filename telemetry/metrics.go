@@ -35,6 +35,14 @@ type Metrics struct {
 	// by result: ok, rejected, expired, watch_error. skiff_tls_identity_expiry_seconds
 	// joins it through RegisterIdentityExpiry.
 	TLSReloads *prometheus.CounterVec
+
+	// Endpoints is the number of endpoints a service has now (static and discovered).
+	Endpoints *prometheus.GaugeVec // service
+	// DNSResolutions counts DNS discovery lookups by service and result (ok, error).
+	DNSResolutions *prometheus.CounterVec // service, result
+	// Mirrored counts mirrored request copies by service and result (sent, dropped,
+	// error).
+	Mirrored *prometheus.CounterVec // service, result
 }
 
 // Values of the connection_security_policy label, as Istio's.
@@ -54,8 +62,27 @@ const UnknownPrincipal = "unknown"
 var TCPLabels = []string{"direction", "destination", "connection_security_policy", "source_principal"}
 
 // RequestLabels are the labels of the per-request series, in order.
+// destination_service is the name of the config service the request was routed to
+// ("unknown" for one passed through to its original destination); response_flags is
+// Envoy's short code for why the proxy answered itself, "-" when it did not (see
+// the Flag constants).
 var RequestLabels = []string{"direction", "destination", "request_protocol", "response_code", "grpc_response_status",
-	"connection_security_policy", "source_principal"}
+	"connection_security_policy", "source_principal", "destination_service", "response_flags"}
+
+// Response flags, as Envoy's %RESPONSE_FLAGS%.
+const (
+	FlagNone           = "-"
+	FlagNoRoute        = "NR"   // no route or service for the request
+	FlagNoHealthy      = "UH"   // the service has no endpoints
+	FlagUpstreamFail   = "UF"   // the upstream connection failed
+	FlagTimeout        = "UT"   // the route's timeout passed
+	FlagDenied         = "RBAC" // an authorization policy denied it
+	FlagDirectResponse = "DR"   // a direct response or redirect of a route
+	FlagBadRequest     = "DPE"  // the downstream request was malformed
+)
+
+// UnknownService is destination_service for traffic no config service names.
+const UnknownService = "unknown"
 
 // NewMetrics registers every series on a registry of its own (not the global one, so
 // tests can make as many as they like).
@@ -113,6 +140,16 @@ func NewMetrics() *Metrics {
 		Help: "Workload identity loads from mtls.cert_dir by result: ok (swapped in), rejected (bad files: the identity in force stays), expired (the identity in force expired), watch_error.",
 	}, []string{"result"})
 	r.MustRegister(m.TLSReloads)
+	m.Endpoints = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "skiff_service_endpoints", Help: "Endpoints a config service has now, static and discovered.",
+	}, []string{"service"})
+	m.DNSResolutions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "skiff_dns_resolutions_total", Help: "DNS discovery lookups by service and result (ok, error).",
+	}, []string{"service", "result"})
+	m.Mirrored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "skiff_mirrored_requests_total", Help: "Mirrored request copies by service and result (sent, dropped, error).",
+	}, []string{"service", "result"})
+	r.MustRegister(m.Endpoints, m.DNSResolutions, m.Mirrored)
 	r.MustRegister(m.ConfigReloads, m.Detected, m.Requests, m.RequestDuration, m.RequestBytes, m.ResponseBytes)
 	r.MustRegister(m.TCPOpened, m.TCPClosed, m.TCPSent, m.TCPReceived, m.TCPActive, m.TCPRefused, m.ConnectErr)
 	return m
