@@ -183,7 +183,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 	log.Info().Str("version", version).Str(telemetry.FieldFile, path).Msg("starting")
 
 	metrics := telemetry.NewMetrics()
-	srv := listener.NewServer(cfg, log, metrics)
+	srv, err := listener.NewServer(cfg, log, metrics)
+	if err != nil {
+		log.Error().Err(err).Str(telemetry.FieldFile, path).Msg("config")
+		return 1
+	}
 	if cfg.MTLS.Enabled() {
 		src, err := newIdentitySource(cfg, metrics, log)
 		if err != nil {

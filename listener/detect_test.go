@@ -16,7 +16,10 @@ import (
 func testServer(t *testing.T) *Server {
 	cfg := config.Default()
 	cfg.Sniff.Timeout = 300 * time.Millisecond
-	s := NewServer(&cfg, zerolog.Nop(), telemetry.NewMetrics())
+	s, err := NewServer(&cfg, zerolog.Nop(), telemetry.NewMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { s.local.Stop() })
 	return s
 }

@@ -81,7 +81,10 @@ func meshServer(t testing.TB, src *meshtls.Source, inbound, outbound string) *Se
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	s := NewServer(&cfg, zerolog.Nop(), telemetry.NewMetrics())
+	s, err := NewServer(&cfg, zerolog.Nop(), telemetry.NewMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.EnableMesh(src)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -46,15 +46,23 @@ type Server struct {
 	kill       context.Context
 	killCancel context.CancelFunc
 
-	http *router.HTTP
-	mesh *mesh // nil when mTLS is not configured
+	http   *router.HTTP
+	router *router.Router
+	mesh   *mesh // nil when mTLS is not configured
 }
 
-// NewServer returns a server for cfg's static settings.
-func NewServer(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics) *Server {
+// NewServer returns a server for cfg's static settings, with cfg's dynamic ones in
+// force; Router().Apply changes those.
+func NewServer(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics) (*Server, error) {
 	kill, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, log: log, metrics: m, local: NewLocalAddrs(), kill: kill, killCancel: cancel}
-	s.http = router.NewHTTP(cfg, log, m, func(ctx context.Context, dir string, dst netip.AddrPort) (net.Conn, error) {
+	rt, err := router.NewRouter(cfg, log, m)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.router = rt
+	s.http = router.NewHTTP(cfg, rt, log, m, func(ctx context.Context, dir string, dst netip.AddrPort) (net.Conn, error) {
 		c, err := s.dial(ctx, Direction(dir), dst)
 		if err != nil {
 			s.metrics.ConnectErr.WithLabelValues(dir, dst.String()).Inc()
@@ -67,8 +75,11 @@ func NewServer(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics) *Se
 			log.Error().Err(err).Msg("HTTP proxy stopped")
 		}
 	}()
-	return s
+	return s, nil
 }
+
+// Router returns the router that holds the dynamic config in force.
+func (s *Server) Router() *router.Router { return s.router }
 
 // Listen opens the listeners for dir: one IPv4 socket and, when the host has IPv6, one
 // IPv6-only socket. They are separate because SO_ORIGINAL_DST must be asked at the level

@@ -67,7 +67,11 @@ func startProxy(tb testing.TB, dst netip.AddrPort, guard bool) *testProxy {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", dst.String())
 	}
-	p.h = NewHTTP(&cfg, zerolog.Nop(), p.metrics, dial)
+	rt, err := NewRouter(&cfg, zerolog.Nop(), p.metrics)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.h = NewHTTP(&cfg, rt, zerolog.Nop(), p.metrics, dial)
 	served := make(chan error, 1)
 	go func() { served <- p.h.Serve() }()
 

@@ -73,6 +73,7 @@ type HTTP struct {
 	// mTLS. nil until EnableMesh.
 	mesh *[2]*httputil.ReverseProxy
 	cfg  *config.Config
+	rt   *Router
 	pool *bufferPool
 	done chan struct{}
 }
@@ -82,9 +83,9 @@ type HTTP struct {
 const XFCC = "X-Forwarded-Client-Cert"
 
 // NewHTTP returns the proxy; Serve must run for it to take connections.
-func NewHTTP(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics, dial DialFunc) *HTTP {
+func NewHTTP(cfg *config.Config, rt *Router, log zerolog.Logger, m *telemetry.Metrics, dial DialFunc) *HTTP {
 	h := &HTTP{log: log, metrics: m, ln: newConnListener(), proxies: map[string][2]*httputil.ReverseProxy{},
-		cfg: cfg, pool: &bufferPool{}, done: make(chan struct{})}
+		cfg: cfg, rt: rt, pool: &bufferPool{}, done: make(chan struct{})}
 	for _, dir := range []string{"inbound", "outbound"} {
 		h.proxies[dir] = h.proxyPair(dir, dial)
 	}

@@ -1,10 +1,14 @@
 package router
 
 import (
+	"fmt"
 	"sync/atomic"
+
+	"github.com/rs/zerolog"
 
 	"skiff/config"
 	"skiff/router/authz"
+	"skiff/telemetry"
 )
 
 // Snapshot is one config compiled for the data path: immutable once built. A reload
@@ -16,11 +20,36 @@ type Snapshot struct {
 	Routes *Table
 }
 
-// Current holds the snapshot in force.
-type Current struct{ p atomic.Pointer[Snapshot] }
+// Router holds the snapshot in force and what outlives snapshots (endpoint discovery,
+// load-balancer state). The listener and the HTTP proxy share one.
+type Router struct {
+	cur     atomic.Pointer[Snapshot]
+	log     zerolog.Logger
+	metrics *telemetry.Metrics
+}
 
-// Load returns the snapshot in force (nil before the first Store).
-func (c *Current) Load() *Snapshot { return c.p.Load() }
+// NewRouter returns a router with cfg in force. cfg must be valid (config.Load's).
+func NewRouter(cfg *config.Config, log zerolog.Logger, m *telemetry.Metrics) (*Router, error) {
+	r := &Router{log: log, metrics: m}
+	if err := r.Apply(cfg); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
 
-// Store puts s in force.
-func (c *Current) Store(s *Snapshot) { c.p.Store(s) }
+// Snapshot returns the snapshot in force.
+func (r *Router) Snapshot() *Snapshot { return r.cur.Load() }
+
+// Apply compiles cfg into a snapshot and puts it in force. On error nothing changes.
+func (r *Router) Apply(cfg *config.Config) error {
+	az, err := authz.Compile(&cfg.Authorization)
+	if err != nil {
+		return fmt.Errorf("authorization: %w", err)
+	}
+	t, err := compileTable(cfg)
+	if err != nil {
+		return err
+	}
+	r.cur.Store(&Snapshot{Config: cfg, Authz: az, Routes: t})
+	return nil
+}
