@@ -22,6 +22,7 @@ import (
 	"skiff/config"
 	"skiff/intercept"
 	"skiff/listener"
+	"skiff/router"
 	"skiff/telemetry"
 	meshtls "skiff/tls"
 )
@@ -146,8 +147,11 @@ func cmdInit(args []string, stdout, stderr io.Writer) int {
 // log.level applies at once; every other key is static (listeners, ports, capture,
 // timeouts) and a change to one is reported as needing a restart.
 // It returns the config now in force, or nil when nothing changed.
-func reload(path string, running *config.Config, m *telemetry.Metrics, log zerolog.Logger) *config.Config {
+func reload(path string, running *config.Config, rt *router.Router, m *telemetry.Metrics, log zerolog.Logger) *config.Config {
 	next, err := config.Load(path)
+	if err == nil {
+		err = rt.Apply(next)
+	}
 	if err != nil {
 		m.ConfigReloads.WithLabelValues("error").Inc()
 		log.Error().Err(err).Str(telemetry.FieldFile, path).Msg("config reload rejected; the running config stays")
@@ -234,7 +238,7 @@ wait:
 		select {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
-				if next := reload(path, current.Load(), metrics, log); next != nil {
+				if next := reload(path, current.Load(), srv.Router(), metrics, log); next != nil {
 					current.Store(next)
 				}
 				continue
