@@ -472,7 +472,8 @@ func (s *Service) validate(key string) error {
 	}
 	if s.DNS != nil {
 		dk := key + ".dns"
-		if !hostRe.MatchString(s.DNS.Name) || strings.HasPrefix(s.DNS.Name, "*") || strings.Contains(s.DNS.Name, ":") {
+		// A trailing dot makes the name absolute: no search domains are tried.
+		if n := strings.TrimSuffix(s.DNS.Name, "."); !hostRe.MatchString(n) || strings.HasPrefix(n, "*") || strings.Contains(n, ":") {
 			return &FieldError{dk + ".name", fmt.Sprintf("must be a DNS name (got %q)", s.DNS.Name)}
 		}
 		if s.DNS.Port != 0 {
