@@ -114,7 +114,7 @@ func (s *Server) inboundMesh(down *net.TCPConn, c conn, mode string, log zerolog
 	// sniff.timeout to speak first.
 	var dial func() (net.Conn, error)
 	if mode == config.MTLSPermissive {
-		dial = func() (net.Conn, error) { return s.dialUpstream(c, log) }
+		dial = s.gateDial(&c, func() (net.Conn, error) { return s.dialUpstream(&c, "", log) })
 	}
 	r, err := s.sniffConn(down, dial)
 	if err != nil {

@@ -158,6 +158,9 @@ func (s *Server) handle(down *net.TCPConn, dir Direction) {
 	}
 	_ = down.SetNoDelay(true)
 	c := conn{id: id, dir: dir, dst: dst}
+	if ra, ok := down.RemoteAddr().(*net.TCPAddr); ok {
+		c.src = ra.AddrPort()
+	}
 	if s.mesh != nil {
 		c.localID = s.mesh.src.Current().ID.String()
 		if dir == Outbound {
@@ -175,9 +178,23 @@ type conn struct {
 	id      uint64
 	dir     Direction
 	dst     netip.AddrPort
-	localID string // this workload's SPIFFE ID when mTLS is configured
-	peerID  string // inbound over mesh mTLS: the peer's verified SPIFFE ID
-	outMode string // outbound: the mtls.outbound mode for dst ("" without mTLS)
+	src     netip.AddrPort // the downstream peer
+	localID string         // this workload's SPIFFE ID when mTLS is configured
+	peerID  string         // inbound over mesh mTLS: the peer's verified SPIFFE ID
+	outMode string         // outbound: the mtls.outbound mode for dst ("" without mTLS)
+	// Outbound connections a TCP route or a config service sends somewhere: where,
+	// and the load balancer's Done for the connection (called when it ends).
+	upstream netip.AddrPort
+	service  string
+	done     func()
+}
+
+// release ends the connection's claim on the endpoint its load balancer gave it.
+func (c *conn) release() {
+	if c.done != nil {
+		c.done()
+		c.done = nil
+	}
 }
 
 // serve works out the protocol of down (the accepted TCP connection, or the plaintext
@@ -187,6 +204,9 @@ func (s *Server) serve(down net.Conn, c conn, pre *sniffResult, log zerolog.Logg
 	var r sniffResult
 	detected := ""
 	pinned := s.cfg.Sniff.PortProtocol(c.dst.Port())
+	if pinned == config.ProtoAuto {
+		pinned = s.pinnedByRoute(&c)
+	}
 	switch {
 	case pre != nil:
 		r = *pre
@@ -203,7 +223,7 @@ func (s *Server) serve(down net.Conn, c conn, pre *sniffResult, log zerolog.Logg
 		}
 	default:
 		var err error
-		r, err = s.sniffConn(down, func() (net.Conn, error) { return s.dialUpstream(c, log) })
+		r, err = s.sniffConn(down, s.gateDial(&c, func() (net.Conn, error) { return s.dialUpstream(&c, "", log) }))
 		if err != nil {
 			log.Debug().Err(err).Msg("connection ended while detecting its protocol")
 			reset(down)
@@ -220,9 +240,10 @@ func (s *Server) serve(down net.Conn, c conn, pre *sniffResult, log zerolog.Logg
 		// CONNECT asks for a tunnel; the tunnel's bytes are relayed opaque below.
 		if r.up != nil {
 			_ = r.up.Close() // dialled for a client that was slow to speak: HTTP pools its own
+			c.release()
 		}
 		rc := &replayConn{Conn: down, r: &r, head: r.head(),
-			meta: router.Meta{Direction: string(c.dir), Dst: c.dst, ConnID: c.id, PeerID: c.peerID, LocalID: c.localID,
+			meta: router.Meta{Direction: string(c.dir), Dst: c.dst, Src: c.src, ConnID: c.id, PeerID: c.peerID, LocalID: c.localID,
 				Mesh: c.outMode == config.MTLSOn || c.outMode == config.MTLSAuto}}
 		if r.res.Proto == sniff.HTTP1 {
 			rc.meta.Guard = &router.H1Guard{}
@@ -232,6 +253,9 @@ func (s *Server) serve(down net.Conn, c conn, pre *sniffResult, log zerolog.Logg
 	}
 	if r.res.Proto == sniff.TLS && r.res.SNI != "" {
 		log = log.With().Str("sni", r.res.SNI).Logger()
+	}
+	if !s.authorizeTCP(down, &c, &r, log) {
+		return
 	}
 	s.relayTCP(down, c, &r, log)
 }
@@ -254,10 +278,11 @@ func (s *Server) relayTCP(down net.Conn, c conn, r *sniffResult, log zerolog.Log
 	start := time.Now()
 	dir := c.dir
 	dstLabel := c.dst.String()
+	defer c.release()
 	up := r.up
 	if up == nil {
 		var err error
-		if up, err = s.dialUpstream(c, log); err != nil {
+		if up, err = s.dialUpstream(&c, r.res.SNI, log); err != nil {
 			r.release()
 			// Reset, so the app sees a failed connection as it would without the proxy.
 			reset(down)
@@ -342,18 +367,21 @@ func (s *Server) relayTCP(down net.Conn, c conn, r *sniffResult, log zerolog.Log
 // mesh), plain TCP otherwise. Inbound connections to this host's own addresses are
 // forwarded from the passthrough address, which the OUTPUT rules let through; from any
 // other address the forward over lo would be captured again.
-func (s *Server) dialUpstream(c conn, log zerolog.Logger) (net.Conn, error) {
+func (s *Server) dialUpstream(c *conn, sni string, log zerolog.Logger) (net.Conn, error) {
+	target, mode, err := s.tcpTarget(c, sni, log)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(s.kill, s.cfg.Proxy.ConnectTimeout)
 	defer cancel()
 	var up net.Conn
-	var err error
-	if c.dir == Outbound && s.mesh != nil && c.outMode != config.MTLSOff && c.outMode != "" {
-		up, err = s.dialMesh(ctx, c.dst, c.outMode, log)
+	if c.dir == Outbound && s.mesh != nil && mode != config.MTLSOff && mode != "" {
+		up, err = s.dialMesh(ctx, target, mode, log)
 	} else {
-		up, err = s.dial(ctx, c.dir, c.dst)
+		up, err = s.dial(ctx, c.dir, target)
 	}
 	if err != nil {
-		s.metrics.ConnectErr.WithLabelValues(string(c.dir), c.dst.String()).Inc()
+		s.metrics.ConnectErr.WithLabelValues(string(c.dir), target.String()).Inc()
 		log.Info().Err(err).Msg("upstream connect failed")
 		return nil, err
 	}
@@ -427,4 +455,5 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	<-httpDone
 	s.local.Stop()
+	s.router.Close()
 }

@@ -31,6 +31,7 @@ import (
 type Meta struct {
 	Direction string         // "inbound" or "outbound"
 	Dst       netip.AddrPort // original destination
+	Src       netip.AddrPort // the downstream peer's address
 	ConnID    uint64
 	// Guard follows an HTTP/1 connection's framing (nil for HTTP/2).
 	Guard *H1Guard
@@ -76,6 +77,8 @@ type HTTP struct {
 	rt   *Router
 	pool *bufferPool
 	done chan struct{}
+	// mirrorSlots bounds the mirrored copies in flight.
+	mirrorSlots chan struct{}
 }
 
 // XFCC is the header that tells the app which mesh peer a request came from, in
@@ -85,7 +88,7 @@ const XFCC = "X-Forwarded-Client-Cert"
 // NewHTTP returns the proxy; Serve must run for it to take connections.
 func NewHTTP(cfg *config.Config, rt *Router, log zerolog.Logger, m *telemetry.Metrics, dial DialFunc) *HTTP {
 	h := &HTTP{log: log, metrics: m, ln: newConnListener(), proxies: map[string][2]*httputil.ReverseProxy{},
-		cfg: cfg, rt: rt, pool: &bufferPool{}, done: make(chan struct{})}
+		cfg: cfg, rt: rt, pool: &bufferPool{}, done: make(chan struct{}), mirrorSlots: make(chan struct{}, maxMirrors)}
 	for _, dir := range []string{"inbound", "outbound"} {
 		h.proxies[dir] = h.proxyPair(dir, dial)
 	}
@@ -119,11 +122,12 @@ func (h *HTTP) proxyPair(dir string, dial DialFunc) [2]*httputil.ReverseProxy {
 	var pair [2]*httputil.ReverseProxy
 	for i, h2 := range []bool{false, true} {
 		pair[i] = &httputil.ReverseProxy{
-			Rewrite:      h.rewrite,
-			Transport:    newTransport(dir, h2, h.cfg, dial),
-			BufferPool:   h.pool,
-			ErrorHandler: h.proxyError,
-			ErrorLog:     newStdLogger(h.log),
+			Rewrite:        h.rewrite,
+			ModifyResponse: modifyResponse,
+			Transport:      newTransport(dir, h2, h.cfg, dial),
+			BufferPool:     h.pool,
+			ErrorHandler:   h.proxyError,
+			ErrorLog:       newStdLogger(h.log),
 		}
 	}
 	return pair
@@ -189,6 +193,21 @@ func (h *HTTP) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = m.Dst.String()
+	if rt := routedOf(pr.In.Context()); rt != nil {
+		pr.Out.URL.Host = rt.addr.String()
+		if route := rt.route; route != nil {
+			if rw := route.rewrite; rw != nil {
+				if rw.PathPrefix != "" {
+					pr.Out.URL.Path = rewritePath(route, pr.In, rw.PathPrefix)
+					pr.Out.URL.RawPath = rawRewrite(pr.In.URL, pr.Out.URL.Path, rw.PathPrefix)
+				}
+				if rw.Host != "" {
+					pr.Out.Host = rw.Host
+				}
+			}
+			route.reqOps.apply(pr.Out.Header)
+		}
+	}
 	// ReverseProxy re-encodes (and so reorders, and drops parts of) a query with a ';' or
 	// a bad escape; the app's query goes as it was sent.
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
@@ -241,26 +260,74 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			telemetry.UnknownService, telemetry.FlagBadRequest).Inc()
 		return
 	}
+	if m.Direction == "inbound" && !h.authorize(w, r, m, start) {
+		return
+	}
 	proto := requestProtocol(r)
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header["X-Request-Id"] = []string{newRequestID()}
 	}
+	rw := &recorder{ResponseWriter: w, guard: m.Guard}
+	var rt *routed
+	if m.Direction == "outbound" {
+		if rt = h.route(h.rt.Snapshot().Routes, m, rw, r, proto == "grpc"); rt != nil && rt.flag != "" {
+			h.record(m, proto, start, nil, rw, &security{}, rt)
+			return
+		}
+	}
 	body := &countingBody{rc: r.Body}
-	if r.Body != nil && r.Body != http.NoBody {
+	hasBody := r.Body != nil && r.Body != http.NoBody
+	if hasBody || rt != nil {
 		// A shallow copy: the server must keep seeing its own body, which tells it whether
 		// an Expect: 100-continue body was ever asked for (if not, it closes rather than
 		// waits for a body the client will not send).
-		r = r.WithContext(r.Context())
-		r.Body = body
+		ctx := r.Context()
+		if rt != nil {
+			ctx = context.WithValue(ctx, routedKey{}, rt)
+		}
+		r = r.WithContext(ctx)
+		if hasBody {
+			r.Body = body
+		}
 	}
-	rw := &recorder{ResponseWriter: w, guard: m.Guard}
+	if rt != nil {
+		defer rt.done()
+		if route := rt.route; route != nil {
+			if route.mirror != nil && mirrorChance(route.mirror.percent) {
+				rt.mirror = &mirrorCopy{m: route.mirror}
+				if hasBody {
+					rt.mirror.body = &captureBody{rc: body.rc}
+					body.rc = rt.mirror.body
+				}
+			}
+			if route.timeout > 0 {
+				// The route's timeout bounds the wait for the response head; a response
+				// that has begun may stream for as long as it likes (ModifyResponse stops
+				// the timer).
+				ctx, cancel := context.WithCancel(r.Context())
+				defer cancel()
+				rt.timer = time.AfterFunc(route.timeout, func() {
+					rt.timedOut.Store(true)
+					cancel()
+				})
+				defer rt.timer.Stop()
+				r = r.WithContext(ctx)
+			}
+		}
+	}
 	h2 := 0
 	if r.ProtoMajor == 2 {
 		h2 = 1
 	}
 	proxy := h.proxies[m.Direction][h2]
 	sec := &security{}
-	if m.Mesh && h.mesh != nil && m.Direction == "outbound" {
+	useMesh := m.Mesh
+	if rt != nil && h.mesh != nil {
+		// A routed request goes to the endpoint picked, whose mTLS mode may differ from
+		// that of the address the app dialled.
+		useMesh = h.cfg.MTLS.OutboundMode(rt.addr) != config.MTLSOff
+	}
+	if useMesh && h.mesh != nil && m.Direction == "outbound" {
 		proxy = h.mesh[h2]
 		// Which connection served the request says whether it went over mTLS (auto mode
 		// may have found the endpoint outside the mesh).
@@ -273,7 +340,10 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Deferred: ReverseProxy ends a response that fails midway (the client or the upstream
 	// went away) with panic(http.ErrAbortHandler), and such requests count too.
-	defer h.record(m, proto, start, body, rw, sec)
+	defer h.record(m, proto, start, body, rw, sec, rt)
+	if rt != nil && rt.mirror != nil {
+		defer h.sendMirror(r, rt.mirror, m)
+	}
 	proxy.ServeHTTP(rw, r)
 }
 
@@ -290,7 +360,7 @@ func inboundSecurity(m *Meta) (string, string) {
 }
 
 // record adds a served request to the metrics.
-func (h *HTTP) record(m *Meta, proto string, start time.Time, body *countingBody, rw *recorder, sec *security) {
+func (h *HTTP) record(m *Meta, proto string, start time.Time, body *countingBody, rw *recorder, sec *security, rt *routed) {
 	code := rw.code
 	if code == 0 {
 		code = http.StatusOK
@@ -303,11 +373,21 @@ func (h *HTTP) record(m *Meta, proto string, start time.Time, body *countingBody
 	if sec.mtls.Load() {
 		policy, principal = telemetry.SecurityMTLS, m.LocalID
 	}
+	flag := telemetry.FlagNone
+	if rt != nil && rt.flag != "" {
+		flag = rt.flag
+	} else if rw.flag != "" {
+		flag = rw.flag
+	}
+	var reqBytes int64
+	if body != nil {
+		reqBytes = body.n.Load()
+	}
 	labels := []string{m.Direction, m.Dst.String(), proto, strconv.Itoa(code), grpcStatus, policy, principal,
-		telemetry.UnknownService, telemetry.FlagNone}
+		rt.serviceName(), flag}
 	h.metrics.Requests.WithLabelValues(labels...).Inc()
 	h.metrics.RequestDuration.WithLabelValues(labels...).Observe(float64(time.Since(start)) / float64(time.Millisecond))
-	h.metrics.RequestBytes.WithLabelValues(labels...).Observe(float64(body.n.Load()))
+	h.metrics.RequestBytes.WithLabelValues(labels...).Observe(float64(reqBytes))
 	h.metrics.ResponseBytes.WithLabelValues(labels...).Observe(float64(rw.n))
 }
 
@@ -341,21 +421,37 @@ func grpcStatusOf(h http.Header) string {
 // away gets nothing.
 func (h *HTTP) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	m := r.Context().Value(metaKey{}).(*Meta)
+	if rt := routedOf(r.Context()); rt != nil && rt.timedOut.Load() {
+		h.log.Info().Uint64(telemetry.FieldConnID, m.ConnID).Str(telemetry.FieldUpstream, rt.addr.String()).
+			Dur("timeout", rt.route.timeout).Msg("route timeout: no response in time")
+		if rw, ok := w.(*recorder); ok {
+			rw.flag = telemetry.FlagTimeout
+		}
+		w.WriteHeader(http.StatusGatewayTimeout)
+		return
+	}
 	if errors.Is(r.Context().Err(), context.Canceled) {
 		h.log.Debug().Err(err).Uint64(telemetry.FieldConnID, m.ConnID).Msg("client went away")
 		w.WriteHeader(499) // not sent on a closed connection; recorded in metrics
 		return
 	}
-	code := http.StatusBadGateway
+	code, flag := http.StatusBadGateway, telemetry.FlagUpstreamFail
 	var ne net.Error
 	var oe *net.OpError
 	switch {
 	case errors.As(err, &oe) && oe.Op == "dial":
 		code = http.StatusServiceUnavailable
 	case errors.As(err, &ne) && ne.Timeout():
-		code = http.StatusGatewayTimeout
+		code, flag = http.StatusGatewayTimeout, telemetry.FlagTimeout
 	}
-	ev := h.log.Info().Err(err).Uint64(telemetry.FieldConnID, m.ConnID).Str(telemetry.FieldUpstream, m.Dst.String())
+	if rw, ok := w.(*recorder); ok {
+		rw.flag = flag
+	}
+	upstream := m.Dst
+	if rt := routedOf(r.Context()); rt != nil {
+		upstream = rt.addr // the endpoint routing chose, which is what failed
+	}
+	ev := h.log.Info().Err(err).Uint64(telemetry.FieldConnID, m.ConnID).Str(telemetry.FieldUpstream, upstream.String())
 	if m.PeerID != "" {
 		ev = ev.Str(telemetry.FieldPeerID, m.PeerID)
 	}
@@ -370,6 +466,7 @@ type recorder struct {
 	guard *H1Guard
 	code  int
 	n     int64
+	flag  string // response flag of a response the proxy made itself
 }
 
 // Hijack is how ReverseProxy switches protocols after the upstream's 101, which it then

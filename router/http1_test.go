@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"skiff/telemetry"
 	"slices"
 	"strings"
 	"testing"
@@ -362,8 +363,10 @@ func TestHTTP1UpstreamRefused(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("connection refused upstream: %d, want 503", resp.StatusCode)
 	}
-	if n := requestCount(t, p, labelsOf(dst, "http", "503", "")...); n != 1 {
-		t.Errorf("skiff_requests_total{response_code=503} = %v, want 1", n)
+	l := labelsOf(dst, "http", "503", "")
+	l[len(l)-1] = telemetry.FlagUpstreamFail
+	if n := requestCount(t, p, l...); n != 1 {
+		t.Errorf("skiff_requests_total{response_code=503,response_flags=UF} = %v, want 1", n)
 	}
 }
 

@@ -22,4 +22,10 @@ const (
 	FieldSPIFFEID  = "spiffe_id" // this workload's identity
 	FieldSerial    = "serial"
 	FieldNotAfter  = "not_after"
+	FieldFlags     = "response_flags" // Envoy-style code for why the proxy answered itself
+	FieldService   = "service"        // the config service traffic was routed to
+	FieldRoute     = "route"          // the config route that matched
+	FieldPolicy    = "policy"         // the authorization policy that decided
+	FieldMethod    = "method"
+	FieldPath      = "path"
 )
