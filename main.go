@@ -3,9 +3,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -72,8 +71,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// load parses the subcommand's flags (with --config) and the config file.
-func load(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, string, error) {
+// load parses the subcommand's flags (with --config) and the config file. It returns the
+// file's bytes too, for `run` to watch it from the version it started with.
+func load(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, []byte, string, error) {
 	fs := flag.NewFlagSet("skiff "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "path of the YAML config file (default: built-in defaults)")
@@ -81,13 +81,13 @@ func load(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet
 		extra(fs)
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	if fs.NArg() > 0 {
-		return nil, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return nil, nil, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	cfg, err := config.Load(*path)
-	return cfg, *path, err
+	cfg, data, err := config.LoadFile(*path)
+	return cfg, data, *path, err
 }
 
 // failed reports a subcommand's argument or config error; --help is not one.
@@ -100,7 +100,7 @@ func failed(name string, err error, stderr io.Writer) int {
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
-	_, path, err := load("validate", args, stderr, nil)
+	_, _, path, err := load("validate", args, stderr, nil)
 	if err != nil {
 		return failed("validate", err, stderr)
 	}
@@ -113,7 +113,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 
 func cmdInit(args []string, stdout, stderr io.Writer) int {
 	var dryRun, remove bool
-	cfg, _, err := load("init", args, stderr, func(fs *flag.FlagSet) {
+	cfg, _, _, err := load("init", args, stderr, func(fs *flag.FlagSet) {
 		fs.BoolVar(&dryRun, "dry-run", false, "print the rules in iptables-save form and change nothing")
 		fs.BoolVar(&remove, "remove", false, "delete every rule and chain skiff made")
 	})
@@ -143,43 +143,70 @@ func cmdInit(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// reload re-reads the config file on SIGHUP. A bad file changes nothing and is counted.
-// log.level applies at once; every other key is static (listeners, ports, capture,
-// timeouts) and a change to one is reported as needing a restart.
-// It returns the config now in force, or nil when nothing changed.
-func reload(path string, running *config.Config, rt *router.Router, m *telemetry.Metrics, log zerolog.Logger) *config.Config {
-	next, err := config.Load(path)
+// reloader is the one reload pipeline: the file watcher and SIGHUP both end in apply.
+// A version is parsed and validated, combined with the static keys the process started
+// with, compiled and swapped into the router, and only then becomes the config in force
+// that /config shows. A bad version changes nothing and is logged and counted.
+type reloader struct {
+	mu      sync.Mutex // the watcher calls apply from one goroutine; this keeps it so for any caller
+	path    string
+	started *config.Config // static keys (proxy, capture, sniff, mtls, log.format) stay as started
+	current atomic.Pointer[config.Config]
+	rt      *router.Router
+	m       *telemetry.Metrics
+	log     zerolog.Logger
+}
+
+func (r *reloader) apply(next *config.Config, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var (
+		changes config.Changes
+		inForce *config.Config
+	)
 	if err == nil {
-		err = rt.Apply(next)
+		changes = config.Diff(r.current.Load(), next)
+		inForce = config.InForce(r.started, next)
+		err = inForce.Validate()
+		var fe *config.FieldError
+		if errors.As(err, &fe) {
+			err = &config.LoadError{File: r.path, Key: fe.Key, Err: errors.New(fe.Reason)}
+		}
+	}
+	if err == nil {
+		err = r.rt.Apply(inForce)
 	}
 	if err != nil {
-		m.ConfigReloads.WithLabelValues("error").Inc()
-		log.Error().Err(err).Str(telemetry.FieldFile, path).Msg("config reload rejected; the running config stays")
-		return nil
+		r.m.ConfigReloads.WithLabelValues("error").Inc()
+		ev := r.log.Error().Err(err).Str(telemetry.FieldFile, r.path)
+		var le *config.LoadError
+		if errors.As(err, &le) {
+			if le.Key != "" {
+				ev = ev.Str("key", le.Key)
+			}
+			ev = ev.Str(telemetry.FieldReason, le.Err.Error())
+		}
+		ev.Msg("config reload rejected; the config in force stays")
+		return
 	}
-	m.ConfigReloads.WithLabelValues("ok").Inc()
-	var inForce *config.Config
-	if next.Log.Level != running.Log.Level {
-		telemetry.SetLevel(next.Log.Level)
-		log.Info().Str("from", running.Log.Level).Str("to", next.Log.Level).Msg("log level changed")
-		c := *running
-		c.Log.Level = next.Log.Level
-		inForce = &c
+	r.m.ConfigReloads.WithLabelValues("ok").Inc()
+	if changes.LogLevel[0] != changes.LogLevel[1] {
+		telemetry.SetLevel(inForce.Log.Level)
 	}
-	staticNow, staticNext := *running, *next
-	staticNow.Log.Level, staticNext.Log.Level = "", ""
-	a, _ := json.Marshal(staticNow)
-	b, _ := json.Marshal(staticNext)
-	if !bytes.Equal(a, b) {
-		log.Warn().Str(telemetry.FieldFile, path).Msg("config changed static keys; they take effect at the next restart")
-		return inForce
+	r.current.Store(inForce)
+	msg := "config reloaded"
+	if !changes.Dynamic() {
+		msg = "config reloaded; nothing in force changed"
 	}
-	log.Info().Str(telemetry.FieldFile, path).Msg("config reloaded")
-	return inForce
+	r.log.Info().Str(telemetry.FieldFile, r.path).Fields(changes.Fields()).Msg(msg)
+	if len(changes.Static) > 0 {
+		r.log.Warn().Str(telemetry.FieldFile, r.path).Strs("keys", changes.Static).
+			Msg("config changes static keys; they take effect at the next restart")
+	}
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
-	cfg, path, err := load("run", args, stderr, nil)
+	cfg, data, path, err := load("run", args, stderr, nil)
 	if err != nil {
 		return failed("run", err, stderr)
 	}
@@ -201,10 +228,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		defer src.Close()
 		srv.EnableMesh(src)
 	}
-	// The config in force, for /config; a reload that changes log.level swaps it.
-	var current atomic.Pointer[config.Config]
-	current.Store(cfg)
-	admin := telemetry.NewAdmin(metrics, func() any { return current.Load() })
+	rl := &reloader{path: path, started: cfg, rt: srv.Router(), m: metrics, log: log}
+	rl.current.Store(cfg)
+	admin := telemetry.NewAdmin(metrics, func() any { return rl.current.Load() })
 
 	adminLn, err := net.Listen("tcp", cfg.Proxy.AdminAddress)
 	if err != nil {
@@ -231,6 +257,20 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	admin.SetReady(true)
 
+	// SIGHUP with no file re-applies the defaults: there is nothing to watch.
+	hup := func() { rl.apply(config.Load("")) }
+	if path != "" {
+		w, err := config.Watch(path, data, config.WatchOptions{
+			Warn: func(err error) { log.Warn().Err(err).Str(telemetry.FieldFile, path).Msg("config file watch") },
+		}, rl.apply)
+		if err != nil {
+			log.Error().Err(err).Str(telemetry.FieldFile, path).Msg("config file watch")
+			return 1
+		}
+		defer w.Stop()
+		hup = w.Reload
+	}
+
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 wait:
@@ -238,9 +278,7 @@ wait:
 		select {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
-				if next := reload(path, current.Load(), srv.Router(), metrics, log); next != nil {
-					current.Store(next)
-				}
+				hup()
 				continue
 			}
 			log.Info().Stringer("signal", s).Dur("drain_timeout", cfg.Proxy.DrainTimeout).Msg("draining")

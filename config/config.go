@@ -1,9 +1,10 @@
-// Package config defines skiff's configuration, its defaults and its validation, and
-// loads it from YAML with viper.
+// Package config defines skiff's configuration, its defaults and its validation, loads
+// it from YAML with viper, and watches the file for new versions (watch.go).
 //
-// The file has two kinds of keys. Static keys (proxy, capture) are read when a process
-// starts: changing them needs a restart, because they shape listeners and iptables rules.
-// Dynamic keys (log.level today; routes and policies later) may change while skiff runs.
+// The file has two kinds of keys. Static keys (proxy, capture, sniff, mtls, log.format)
+// are read when a process starts: changing them needs a restart, because they shape
+// listeners and iptables rules. Dynamic keys (services, discovery, routes,
+// authorization, log.level) take effect when the file changes while skiff runs.
 package config
 
 import (

@@ -38,11 +38,14 @@ const usage = `usage: testapp <command> [flags]
 
 servers (print {"listening":addr}, then serve until killed):
   http    -listen ADDR    HTTP/1.1 and h2c (prior knowledge) on one port; echoes the request
+                          (-name N: answers carry "name":N, to tell backends apart)
   grpc    -listen ADDR    grpc.testing.TestService: UnaryCall, StreamingOutputCall
+                          (-name N: the hostname in UnaryCall answers)
   ws      -listen ADDR    WebSocket echo
   echo    -listen ADDR    raw TCP echo, half-close passed on
   sink    -listen ADDR    reads to EOF, replies {"bytes":N,"sha256":H}, closes
   banner  -listen ADDR    server-first: sends a greeting on accept, then echoes lines
+                          (-name N: the greeting is "220 N ESMTP")
   reset   -listen ADDR    accepts, reads for -wait, then resets (SO_LINGER 0), or closes with -fin
 
 clients (print one JSON result line):
@@ -181,10 +184,14 @@ type HTTPEcho struct {
 	Host       string `json:"host"`
 	BodyLen    int64  `json:"body_len"`
 	BodySHA256 string `json:"body_sha256"`
+	Name       string `json:"name,omitempty"` // the server's -name
 }
 
 func serveHTTP(args []string) error {
-	ln, err := listen(args, "http", nil)
+	var name string
+	ln, err := listen(args, "http", func(fs *flag.FlagSet) {
+		fs.StringVar(&name, "name", "", "name to answer with, to tell backends apart")
+	})
 	if err != nil {
 		return err
 	}
@@ -198,7 +205,7 @@ func serveHTTP(args []string) error {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(HTTPEcho{
 			Method: r.Method, Path: r.URL.Path, Proto: r.Proto, Host: r.Host,
-			BodyLen: n, BodySHA256: hex.EncodeToString(sum.Sum(nil)),
+			BodyLen: n, BodySHA256: hex.EncodeToString(sum.Sum(nil)), Name: name,
 		})
 	})
 	// HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port, from net/http
@@ -212,6 +219,7 @@ func serveHTTP(args []string) error {
 
 type testService struct {
 	testpb.UnimplementedTestServiceServer
+	name string // the hostname UnaryCall answers with
 }
 
 // payload returns n bytes that depend on n and their position, so a client can check
@@ -224,12 +232,12 @@ func payload(n int) []byte {
 	return b
 }
 
-func (testService) UnaryCall(_ context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+func (s testService) UnaryCall(_ context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
 	sum := sha256.Sum256(req.GetPayload().GetBody())
 	return &testpb.SimpleResponse{
 		Payload:  &testpb.Payload{Body: payload(int(req.GetResponseSize()))},
 		ServerId: hex.EncodeToString(sum[:]), // lets the client check its request arrived intact
-		Hostname: "skiff-e2e",
+		Hostname: s.name,
 	}, nil
 }
 
@@ -246,12 +254,15 @@ func (testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, s
 }
 
 func serveGRPC(args []string) error {
-	ln, err := listen(args, "grpc", nil)
+	name := "skiff-e2e"
+	ln, err := listen(args, "grpc", func(fs *flag.FlagSet) {
+		fs.StringVar(&name, "name", name, "hostname to answer UnaryCall with, to tell backends apart")
+	})
 	if err != nil {
 		return err
 	}
 	s := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.MaxSendMsgSize(8<<20))
-	testpb.RegisterTestServiceServer(s, testService{})
+	testpb.RegisterTestServiceServer(s, testService{name: name})
 	return s.Serve(ln)
 }
 
@@ -326,13 +337,19 @@ func serveSink(args []string) error {
 const Greeting = "220 skiff-e2e ESMTP\r\n"
 
 func serveBanner(args []string) error {
-	ln, err := listen(args, "banner", nil)
+	greeting := Greeting
+	ln, err := listen(args, "banner", func(fs *flag.FlagSet) {
+		fs.Func("name", "name in the greeting, to tell backends apart", func(n string) error {
+			greeting = "220 " + n + " ESMTP\r\n"
+			return nil
+		})
+	})
 	if err != nil {
 		return err
 	}
 	return acceptLoop(ln, func(c *net.TCPConn) {
 		_ = c.SetDeadline(time.Now().Add(connTimeout))
-		if _, err := io.WriteString(c, Greeting); err != nil {
+		if _, err := io.WriteString(c, greeting); err != nil {
 			return
 		}
 		r := bufio.NewReader(c)
