@@ -10,7 +10,8 @@
 # In each namespace `skiff init` installs the capture rules and `skiff run` runs as uid
 # 1337, as it would in a pod. A request from web leaves through web's sidecar (outbound,
 # :15001) and arrives through api's sidecar (inbound, :15006). The demo shows the rule
-# plan, makes a few requests, prints each sidecar's metrics, then removes everything:
+# plan, makes a few requests, adds routes to web's config while it runs (a direct
+# response, a path rewrite), prints each sidecar's metrics, then removes everything:
 # on success, on failure and on Ctrl-C. A leftover of an interrupted run is removed first.
 #
 # Needs root. Installs what it lacks with apt-get: iptables, iproute2, curl, util-linux
@@ -170,6 +171,8 @@ log:
 EOF
 chmod 644 "$WORK/config.yaml"
 "$WORK/skiff" validate --config "$WORK/config.yaml" >/dev/null
+# Each sidecar reads its own copy, so the demo can change web's routes while it runs.
+for ns in "$WEB" "$API"; do install -m 644 "$WORK/config.yaml" "$WORK/$ns.yaml"; done
 echo "skiff $("$WORK/skiff" version | cut -d' ' -f2), python $PY, work dir $WORK"
 
 say "two workloads: $WEB ($WEB_IP) and $API ($API_IP), joined by a veth pair"
@@ -210,7 +213,7 @@ for ns in "$WEB" "$API"; do
 	nsx "$ns" "$WORK/skiff" init --config "$WORK/config.yaml" 2>&1 | sed 's/^/  /'
 	cmd "ip netns exec $ns setpriv --reuid=$PROXY_UID --regid=$PROXY_GID --clear-groups skiff run &"
 	nsx "$ns" setpriv --reuid="$PROXY_UID" --regid="$PROXY_GID" --clear-groups \
-		"$WORK/skiff" run --config "$WORK/config.yaml" >"$WORK/$ns.log" 2>&1 &
+		"$WORK/skiff" run --config "$WORK/$ns.yaml" >"$WORK/$ns.log" 2>&1 &
 	SIDECARS+=($!)
 	for i in $(seq 100); do
 		nsx "$ns" curl -fsS -o /dev/null --max-time 1 "$ADMIN/ready" 2>/dev/null && break
@@ -236,6 +239,46 @@ nsx "$WEB" curl -sS --max-time 5 --data 'item=boat&qty=2' "http://$API_IP:$HTTP_
 say "opaque TCP from web to api: a server-first protocol, relayed byte for byte"
 cmd "demo-app.py greet-client $API_IP $GREET_PORT"
 nsx "$WEB" "$PY" "$WORK/demo-app.py" greet-client "$API_IP" "$GREET_PORT"
+
+say "routing, live: web's config gains a service and two routes; no restart, no signal"
+echo "  services: api (the address $API_IP:$HTTP_PORT and the host name api)"
+echo "  routes:   /maintenance is answered by web's sidecar itself;"
+echo "            /v2/... is rewritten to /users/... on its way to the app"
+{
+	cat "$WORK/config.yaml"
+	cat <<EOF
+services:
+  - name: api
+    hosts: [api]
+    addresses: [$API_IP]
+    ports: [{port: $HTTP_PORT, protocol: http}]
+    endpoints: [{address: $API_IP}]
+routes:
+  http:
+    - name: maintenance
+      service: api
+      match: [{path: {prefix: /maintenance}}]
+      direct_response: {status: 503, body: "api is down for maintenance (answered by web's sidecar)\n"}
+    - name: v2-users
+      service: api
+      match: [{path: {prefix: /v2/}}]
+      rewrite: {path_prefix: /users/}
+      destinations: [{service: api}]
+EOF
+} >"$WORK/$WEB.yaml.new"
+"$WORK/skiff" validate --config "$WORK/$WEB.yaml.new" >/dev/null
+chmod 644 "$WORK/$WEB.yaml.new"
+mv "$WORK/$WEB.yaml.new" "$WORK/$WEB.yaml" # renamed over, as an editor or a ConfigMap update does
+for i in $(seq 50); do
+	nsx "$WEB" curl -fsS --max-time 1 "$ADMIN/config" 2>/dev/null | grep -q '"maintenance"' && break
+	[ "$i" = 50 ] && die "web's sidecar did not take the new routes: $(tail -5 "$WORK/$WEB.log")"
+	sleep 0.1
+done
+echo "  web's sidecar saw the file change and swapped in the new routes"
+cmd "curl http://$API_IP:$HTTP_PORT/maintenance"
+nsx "$WEB" curl -sS --max-time 5 -w '(HTTP %{http_code})\n' "http://$API_IP:$HTTP_PORT/maintenance" | sed 's/^/  /'
+cmd "curl -H 'Host: api' http://$API_IP:$HTTP_PORT/v2/42"
+nsx "$WEB" curl -sS --max-time 5 -H 'Host: api' "http://$API_IP:$HTTP_PORT/v2/42" | sed 's/^/  /'
 
 # The relay counts bytes as they move and the closing side settles a moment later.
 sleep 0.5
