@@ -61,17 +61,23 @@ type testProxy struct {
 func startProxy(tb testing.TB, dst netip.AddrPort, guard bool) *testProxy {
 	tb.Helper()
 	cfg := config.Default()
+	return startProxyConfig(tb, &cfg, dst, guard)
+}
+
+// startProxyConfig is startProxy with cfg (its services and routes) in force.
+func startProxyConfig(tb testing.TB, cfg *config.Config, dst netip.AddrPort, guard bool) *testProxy {
+	tb.Helper()
 	p := &testProxy{metrics: telemetry.NewMetrics()}
 	dial := func(ctx context.Context, _ string, dst netip.AddrPort) (net.Conn, error) {
 		p.dials.Add(1)
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", dst.String())
 	}
-	rt, err := NewRouter(&cfg, zerolog.Nop(), p.metrics)
+	rt, err := NewRouter(cfg, zerolog.Nop(), p.metrics)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p.h = NewHTTP(&cfg, rt, zerolog.Nop(), p.metrics, dial)
+	p.h = NewHTTP(cfg, rt, zerolog.Nop(), p.metrics, dial)
 	served := make(chan error, 1)
 	go func() { served <- p.h.Serve() }()
 

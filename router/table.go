@@ -373,6 +373,10 @@ func (m *httpMatch) matches(r *http.Request, query *url.Values) bool {
 	}
 	for i := range m.headers {
 		vs, ok := r.Header[m.headers[i].name]
+		if m.headers[i].name == "Host" {
+			// net/http moves Host (and HTTP/2's :authority) out of the header map.
+			vs, ok = []string{r.Host}, r.Host != ""
+		}
 		if !matchValue(m.headers[i].m, vs, ok) {
 			return false
 		}
