@@ -33,7 +33,7 @@ TEST_APT_PACKAGES := iptables iproute2 curl ca-certificates util-linux nghttp2-c
 # like that one, gets its own dependencies at their newest versions).
 TEST_GO_TOOLS := github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 
-.PHONY: help build test deps-test check-go lint fuzz demo bench image clean
+.PHONY: help build test deps-test check-go lint fuzz demo bench bench-go image clean
 
 help: ## show this help
 	@echo "skiff $(VERSION): targets (run as root where marked)"
@@ -127,6 +127,13 @@ demo: build ## as root: a two-workload mesh in network namespaces, then clean up
 
 bench: check-go ## as root: skiff vs direct, HAProxy, nginx side by side (BENCH_QUICK=1: ~3 min; see bench/README.md)
 	@bash bench/run.sh
+
+# The packages whose hot paths have go test benchmarks, and how long each one runs.
+BENCH_PKGS ?= ./listener/... ./router/...
+BENCHTIME  ?= 100ms
+
+bench-go: check-go ## go test benchmarks of the hot paths with allocs/op (~15 s; BENCHTIME=100ms)
+	go test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(BENCH_PKGS)
 
 image: ## build the container image skiff:VERSION (needs a running Docker engine)
 	@if ! docker info >/dev/null 2>&1; then \

@@ -3,6 +3,7 @@ package listener
 import (
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -32,50 +33,71 @@ var ErrIdle = errors.New("idle timeout")
 // shared: a direction that is quiet is not timed out while the other one moves bytes.
 // onBytes, when set, is called as bytes move (true: downstream to upstream).
 func Relay(down, up *net.TCPConn, idle time.Duration, onBytes func(toUpstream bool, n int64)) RelayResult {
-	var (
-		last    = &activity{}
-		failed  atomic.Bool
-		upErr   error
-		upBytes int64
-		done    = make(chan struct{})
-	)
-	last.touch()
-	abort := func() {
-		if failed.CompareAndSwap(false, true) {
-			// SO_LINGER 0: Close sends RST instead of FIN.
-			_ = down.SetLinger(0)
-			_ = up.SetLinger(0)
-			_ = down.Close()
-			_ = up.Close()
-		}
-	}
-	go func() {
-		defer close(done)
-		upBytes, upErr = pipe(up, down, idle, last, func(n int64) {
-			if onBytes != nil {
-				onBytes(true, n)
-			}
-		})
-		if upErr != nil {
-			abort()
-			return
-		}
-		_ = up.CloseWrite()
-	}()
-	downBytes, downErr := pipe(down, up, idle, last, func(n int64) {
-		if onBytes != nil {
-			onBytes(false, n)
-		}
-	})
+	r := &relay{down: down, up: up, idle: idle, onBytes: onBytes}
+	r.last.Store(time.Now().UnixNano())
+	r.upDone.Add(1)
+	go r.toUpstream()
+	downBytes, downErr := copyDirection(down, up, r, false)
 	if downErr != nil {
-		abort()
+		r.abort()
 	} else {
 		_ = down.CloseWrite()
 	}
-	<-done
+	r.upDone.Wait()
 	_ = down.Close()
 	_ = up.Close()
-	return relayResult(upBytes, downBytes, upErr, downErr)
+	return relayResult(r.upBytes, downBytes, r.upErr, downErr)
+}
+
+// relay is what the two directions of a relayed connection share. It is one allocation
+// rather than a closure and a captured variable each, since an idle connection holds it
+// for as long as it stays open.
+type relay struct {
+	down, up *net.TCPConn
+	idle     time.Duration
+	onBytes  func(toUpstream bool, n int64)
+	last     atomic.Int64 // when a byte last moved, either way (Unix nanoseconds)
+	failed   atomic.Bool
+	upDone   sync.WaitGroup
+	upBytes  int64 // set by toUpstream before upDone
+	upErr    error
+}
+
+// toUpstream copies downstream to upstream, then passes on the EOF as a half-close, or
+// an error as resets.
+func (r *relay) toUpstream() {
+	defer r.upDone.Done()
+	r.upBytes, r.upErr = copyDirection(r.up, r.down, r, true)
+	if r.upErr != nil {
+		r.abort()
+		return
+	}
+	_ = r.up.CloseWrite()
+}
+
+// abort resets both connections, once.
+func (r *relay) abort() {
+	if r.failed.CompareAndSwap(false, true) {
+		// SO_LINGER 0: Close sends RST instead of FIN.
+		_ = r.down.SetLinger(0)
+		_ = r.up.SetLinger(0)
+		_ = r.down.Close()
+		_ = r.up.Close()
+	}
+}
+
+// stillActive is asked by a direction whose wait timed out: it goes on waiting while the
+// other direction has moved bytes within the idle timeout.
+func (r *relay) stillActive() bool {
+	return time.Since(time.Unix(0, r.last.Load())) < r.idle
+}
+
+// moved records n bytes relayed one way.
+func (r *relay) moved(toUpstream bool, n int64) {
+	r.last.Store(time.Now().UnixNano())
+	if r.onBytes != nil {
+		r.onBytes(toUpstream, n)
+	}
 }
 
 // relayResult reports how a relay ended: the cause, not the "use of closed connection"
@@ -94,21 +116,3 @@ func relayResult(upBytes, downBytes int64, upErr, downErr error) RelayResult {
 	}
 	return res
 }
-
-// pipe moves bytes from src to dst until EOF (nil error) or an error. A direction whose
-// wait times out goes on waiting while the other direction has moved bytes within the
-// idle timeout.
-func pipe(dst, src *net.TCPConn, idle time.Duration, last *activity, count func(int64)) (int64, error) {
-	return copyDirection(dst, src, idle,
-		func() bool { return last.since() < idle },
-		func(n int64) {
-			last.touch()
-			count(n)
-		})
-}
-
-// activity is when a relayed connection last moved a byte, either way.
-type activity struct{ last atomic.Int64 }
-
-func (a *activity) touch()               { a.last.Store(time.Now().UnixNano()) }
-func (a *activity) since() time.Duration { return time.Since(time.Unix(0, a.last.Load())) }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,34 +63,42 @@ func (p *spliceBuf) close() {
 	_ = unix.Close(p.w)
 }
 
-// copyDirection moves bytes from src to dst until EOF (nil error) or an error, calling
-// moved for every batch. The read deadline of src bounds each wait; when it passes,
-// stillActive decides whether to wait again.
-func copyDirection(dst, src *net.TCPConn, idle time.Duration, stillActive func() bool, moved func(int64)) (int64, error) {
+// The callbacks below are closures over local variables, called through a RawConn that
+// the same function got from the *net.TCPConn. The compiler then sees the concrete
+// RawConn, calls it directly, and keeps the closures, their variables and the RawConn
+// on the stack. Handed around as a syscall.RawConn interface they would escape, and
+// cost several allocations per burst: on a chatty connection, per message.
+
+// copyDirection moves bytes from src to dst until EOF (nil error) or an error, telling r
+// of every batch. The read deadline of src bounds each wait; when it passes, r decides
+// whether to wait again.
+//
+// This loop is where an idle connection waits: it holds no pipe and allocates nothing
+// while it waits, and the burst runs in its own call, whose frame is gone by then.
+func copyDirection(dst, src *net.TCPConn, r *relay, toUpstream bool) (int64, error) {
 	srcRC, err := src.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	dstRC, err := dst.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
 	var (
 		total int64
 		peek  [1]byte
+		perr  syscall.Errno
 	)
+	readable := func(fd uintptr) bool {
+		// recvfrom(2) with MSG_PEEK, made directly: unix.Recvfrom allocates a sockaddr
+		// on every call. A pending error (a reset) is reported here, once.
+		_, _, perr = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peek[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		return perr != unix.EAGAIN
+	}
 	for {
 		// Wait, holding no pipe, until src has data or EOF.
-		if err := src.SetReadDeadline(time.Now().Add(idle)); err != nil {
+		if err := src.SetReadDeadline(time.Now().Add(r.idle)); err != nil {
 			return total, err
 		}
-		var perr error
-		err := srcRC.Read(func(fd uintptr) bool {
-			_, _, perr = unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			return !errors.Is(perr, unix.EAGAIN)
-		})
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && stillActive() {
+		if err := srcRC.Read(readable); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && r.stillActive() {
 				continue
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -97,13 +106,13 @@ func copyDirection(dst, src *net.TCPConn, idle time.Duration, stillActive func()
 			}
 			return total, err
 		}
-		if perr != nil {
+		if perr != 0 {
 			return total, os.NewSyscallError("recvfrom", perr)
 		}
-		n, eof, err := spliceBurst(dstRC, srcRC)
+		n, eof, err := spliceBurst(dst, src)
 		total += n
 		if n > 0 {
-			moved(n)
+			r.moved(toUpstream, n)
 		}
 		if err != nil || eof {
 			return total, err
@@ -113,59 +122,69 @@ func copyDirection(dst, src *net.TCPConn, idle time.Duration, stillActive func()
 
 // spliceBurst moves what src has now (and what keeps arriving while it moves) to dst
 // through a pooled pipe, returning when src has nothing more for the moment or at EOF.
-func spliceBurst(dstRC, srcRC syscall.RawConn) (total int64, eof bool, err error) {
+func spliceBurst(dst, src *net.TCPConn) (total int64, eof bool, err error) {
+	srcRC, err := src.SyscallConn()
+	if err != nil {
+		return 0, false, err
+	}
+	dstRC, err := dst.SyscallConn()
+	if err != nil {
+		return 0, false, err
+	}
 	p, err := getPipe()
 	if err != nil {
 		return 0, false, err
 	}
 	defer putPipe(p)
+	var (
+		n     int   // bytes the last splice moved
+		opErr error // of the last splice
+	)
+	fill := func(fd uintptr) { // socket → pipe, without waiting
+		nn, err := unix.Splice(int(fd), nil, p.w, nil, pipeSize-p.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, opErr = 0, err
+		if err == nil {
+			n = int(nn) // on error nn is -1
+		}
+	}
+	drain := func(fd uintptr) bool { // pipe → socket
+		nn, err := unix.Splice(p.r, nil, int(fd), nil, p.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		if errors.Is(err, unix.EAGAIN) {
+			return false // dst is full: wait until it drains
+		}
+		n, opErr = 0, err
+		if err == nil {
+			n = int(nn)
+		}
+		return true
+	}
 	for {
-		// socket → pipe, without waiting: an empty socket ends the burst.
-		var (
-			n     int
-			inErr error
-		)
-		if cerr := srcRC.Control(func(fd uintptr) {
-			var nn int64
-			nn, inErr = unix.Splice(int(fd), nil, p.w, nil, pipeSize-p.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			if inErr == nil {
-				n = int(nn) // on error nn is -1
-			}
-		}); cerr != nil {
+		// An empty socket ends the burst.
+		if cerr := srcRC.Control(fill); cerr != nil {
 			return total, false, cerr
 		}
+		in, inErr := n, opErr
 		switch {
-		case inErr == nil && n == 0:
+		case inErr == nil && in == 0:
 			eof = true
 		case errors.Is(inErr, unix.EAGAIN):
 			inErr = nil
 		case inErr != nil:
 			return total, false, os.NewSyscallError("splice", inErr)
 		}
-		p.n += n
+		p.n += in
 		// pipe → socket, waiting for room in dst as needed.
 		for p.n > 0 {
-			var outErr error
-			werr := dstRC.Write(func(fd uintptr) bool {
-				var nn int64
-				nn, outErr = unix.Splice(p.r, nil, int(fd), nil, p.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				if errors.Is(outErr, unix.EAGAIN) {
-					return false // dst is full: wait until it drains
-				}
-				if outErr == nil {
-					p.n -= int(nn)
-					total += nn
-				}
-				return true
-			})
-			if werr != nil {
+			if werr := dstRC.Write(drain); werr != nil {
 				return total, false, werr
 			}
-			if outErr != nil {
-				return total, false, os.NewSyscallError("splice", outErr)
+			if opErr != nil {
+				return total, false, os.NewSyscallError("splice", opErr)
 			}
+			p.n -= n
+			total += int64(n)
 		}
-		if eof || n == 0 {
+		if eof || in == 0 {
 			return total, eof, nil
 		}
 	}

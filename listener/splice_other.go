@@ -13,23 +13,24 @@ import (
 // copyChunk bounds one ReadFrom call, so the activity clock and counters stay fresh.
 const copyChunk = 1 << 20
 
-// copyDirection is the portable relay loop: ReadFrom in bounded chunks.
-func copyDirection(dst, src *net.TCPConn, idle time.Duration, stillActive func() bool, moved func(int64)) (int64, error) {
+// copyDirection is the portable relay loop: ReadFrom in bounded chunks, telling r of
+// every batch.
+func copyDirection(dst, src *net.TCPConn, r *relay, toUpstream bool) (int64, error) {
 	lr := io.LimitedReader{R: src}
 	var total int64
 	for {
-		if err := src.SetReadDeadline(time.Now().Add(idle)); err != nil {
+		if err := src.SetReadDeadline(time.Now().Add(r.idle)); err != nil {
 			return total, err
 		}
 		lr.N = copyChunk
 		n, err := dst.ReadFrom(&lr)
 		if n > 0 {
 			total += n
-			moved(n)
+			r.moved(toUpstream, n)
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				if n > 0 || stillActive() {
+				if n > 0 || r.stillActive() {
 					continue
 				}
 				return total, ErrIdle
