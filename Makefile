@@ -95,6 +95,9 @@ lint: check-go ## gofmt (fails on any unformatted file) and go vet
 	@echo "== go vet ./..."
 	@go vet ./...
 
+# Tests of allocation counts and memory budgets (skipped under -race).
+ALLOC_TESTS := Alloc|Allocate|IdleRelayMemory
+
 test: deps-test ## as root: lint, then go test -race on every package (< 15 min)
 	@if [ "$$(id -u)" != 0 ]; then echo "make test: run as root: the tests create network namespaces and iptables rules" >&2; exit 1; fi
 	@$(MAKE) lint
@@ -113,6 +116,13 @@ test: deps-test ## as root: lint, then go test -race on every package (< 15 min)
 	fi; \
 	if [ "$$pass" = 0 ]; then echo "make test: FAIL: no test ran"; exit 1; fi; \
 	echo "make test: PASS: $$summary"
+	@# The race detector changes allocation counts and stack sizes, so the tests that
+	@# assert them skip under -race: they run again here without it.
+	@echo "== go test -count=1 -run '$(ALLOC_TESTS)' (allocation and memory budgets, no -race)"
+	@out=$$(go test -count=1 -v -run '$(ALLOC_TESTS)' ./listener/... ./router/... 2>&1); rc=$$?; \
+	echo "$$out" | grep -E '^(--- |ok|FAIL)' ; \
+	if [ "$$rc" != 0 ]; then echo "make test: FAIL: allocation budgets"; exit 1; fi; \
+	if ! echo "$$out" | grep -q '^--- PASS'; then echo "make test: FAIL: no allocation test ran"; exit 1; fi
 
 fuzz: check-go ## run every fuzz target for FUZZTIME each (default 30s)
 	@targets=$$(go test -list '^Fuzz' ./... | awk '/^Fuzz/ {names = names " " $$1; next} /^ok/ {n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2, a[i]; names = ""}'); \
