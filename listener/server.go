@@ -278,11 +278,11 @@ func (s *Server) relayTCP(down net.Conn, c conn, r *sniffResult, log zerolog.Log
 	start := time.Now()
 	dir := c.dir
 	dstLabel := c.dst.String()
-	defer c.release()
 	up := r.up
 	if up == nil {
 		var err error
 		if up, err = s.dialUpstream(&c, r.res.SNI, log); err != nil {
+			c.release()
 			r.release()
 			// Reset, so the app sees a failed connection as it would without the proxy.
 			reset(down)
@@ -301,10 +301,11 @@ func (s *Server) relayTCP(down net.Conn, c conn, r *sniffResult, log zerolog.Log
 	s.metrics.TCPOpened.WithLabelValues(labels...).Inc()
 	active := s.metrics.TCPActive.WithLabelValues(string(dir))
 	active.Inc()
-	defer func() {
+	finish := func() {
 		active.Dec()
 		s.metrics.TCPClosed.WithLabelValues(labels...).Inc()
-	}()
+		c.release()
+	}
 
 	var pre RelayResult
 	if len(r.hello) > 0 {
@@ -323,20 +324,17 @@ func (s *Server) relayTCP(down net.Conn, c conn, r *sniffResult, log zerolog.Log
 			pre.Err = err
 		}
 	}
+	proto := r.res.Proto.String()
 	r.release()
 	if pre.Err != nil {
 		reset(down)
 		reset(up)
 		log.Debug().Err(pre.Err).Msg("connection failed before the relay started")
+		finish()
 		return
 	}
 
-	stop := context.AfterFunc(s.kill, func() {
-		reset(down)
-		reset(up)
-	})
-	defer stop()
-	log.Debug().Str(telemetry.FieldProto, r.res.Proto.String()).Str(telemetry.FieldSecurity, policy).Msg("relaying")
+	log.Debug().Str(telemetry.FieldProto, proto).Str(telemetry.FieldSecurity, policy).Msg("relaying")
 	count := func(toUp bool, n int64) {
 		if toUp {
 			recvC.Add(float64(n))
@@ -344,21 +342,35 @@ func (s *Server) relayTCP(down net.Conn, c conn, r *sniffResult, log zerolog.Log
 			sentC.Add(float64(n))
 		}
 	}
-	var res RelayResult
-	downTCP, ok1 := down.(*net.TCPConn)
-	upTCP, ok2 := up.(*net.TCPConn)
-	if ok1 && ok2 {
-		res = Relay(downTCP, upTCP, s.cfg.Proxy.IdleTimeout, count)
-	} else {
-		res = RelayStreams(down, up, s.cfg.Proxy.IdleTimeout, count)
-	}
-	ev := log.Debug()
-	if res.Err != nil && !isExpected(res.Err) {
-		ev = log.Info().AnErr("close_reason", res.Err)
-	}
-	ev.Str(telemetry.FieldProto, r.res.Proto.String()).Str(telemetry.FieldSecurity, policy).
-		Int64(telemetry.FieldReceived, pre.Received+res.Received).Int64(telemetry.FieldSent, pre.Sent+res.Sent).
-		Dur(telemetry.FieldDuration, time.Since(start)).Msg("connection closed")
+	// The relay runs on a goroutine of its own and this one ends. This goroutine's stack
+	// grew past 8 KiB accepting, sniffing and dialling, and the runtime would keep it at
+	// that size for the life of the connection; the relay's own goroutines need a
+	// fraction of it, which is most of what an idle connection costs.
+	s.active.Add(1)
+	go func() {
+		defer s.active.Done()
+		defer finish()
+		stop := context.AfterFunc(s.kill, func() {
+			reset(down)
+			reset(up)
+		})
+		defer stop()
+		var res RelayResult
+		downTCP, ok1 := down.(*net.TCPConn)
+		upTCP, ok2 := up.(*net.TCPConn)
+		if ok1 && ok2 {
+			res = Relay(downTCP, upTCP, s.cfg.Proxy.IdleTimeout, count)
+		} else {
+			res = RelayStreams(down, up, s.cfg.Proxy.IdleTimeout, count)
+		}
+		ev := log.Debug()
+		if res.Err != nil && !isExpected(res.Err) {
+			ev = log.Info().AnErr("close_reason", res.Err)
+		}
+		ev.Str(telemetry.FieldProto, proto).Str(telemetry.FieldSecurity, policy).
+			Int64(telemetry.FieldReceived, pre.Received+res.Received).Int64(telemetry.FieldSent, pre.Sent+res.Sent).
+			Dur(telemetry.FieldDuration, time.Since(start)).Msg("connection closed")
+	}()
 }
 
 // dialUpstream connects to a destination for a connection: through the mesh dialer for
