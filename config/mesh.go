@@ -371,14 +371,8 @@ func (c *Config) validateMesh() error {
 		if err := c.validateDestinations(key+".destinations", r.Destinations); err != nil {
 			return err
 		}
-		if err := validateHeaderOps(key+".request_headers", r.RequestHeaders); err != nil {
+		if err := validateEdits(key, r.RequestHeaders, r.ResponseHeaders, r.Timeout); err != nil {
 			return err
-		}
-		if err := validateHeaderOps(key+".response_headers", r.ResponseHeaders); err != nil {
-			return err
-		}
-		if r.Timeout < 0 {
-			return &FieldError{key + ".timeout", "must not be negative"}
 		}
 	}
 	for i := range c.Routes.TCP {
@@ -650,14 +644,8 @@ func (c *Config) validateHTTPRoute(key string, r *HTTPRoute) error {
 			}
 		}
 	}
-	if err := validateHeaderOps(key+".request_headers", r.RequestHeaders); err != nil {
+	if err := validateEdits(key, r.RequestHeaders, r.ResponseHeaders, r.Timeout); err != nil {
 		return err
-	}
-	if err := validateHeaderOps(key+".response_headers", r.ResponseHeaders); err != nil {
-		return err
-	}
-	if r.Timeout < 0 {
-		return &FieldError{key + ".timeout", "must not be negative"}
 	}
 	if mr := r.Mirror; mr != nil {
 		if len(r.Destinations) == 0 {
@@ -764,6 +752,20 @@ func validateValueMatches(key string, ms []ValueMatch, header bool) error {
 			}
 			m.re = re
 		}
+	}
+	return nil
+}
+
+// validateEdits checks what HTTP and gRPC routes share: header edits and a timeout.
+func validateEdits(key string, req, resp HeaderOps, timeout time.Duration) error {
+	if err := validateHeaderOps(key+".request_headers", req); err != nil {
+		return err
+	}
+	if err := validateHeaderOps(key+".response_headers", resp); err != nil {
+		return err
+	}
+	if timeout < 0 {
+		return &FieldError{key + ".timeout", "must not be negative"}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"skiff/config"
+	"skiff/router/discovery"
 	"skiff/router/lb"
 )
 
@@ -72,12 +73,7 @@ func hasLabels(have, want map[string]string) bool {
 // staticSource serves a service's static endpoints when no discovery registry is in
 // use (tests, and the table built for `skiff validate`).
 func staticSource(s *config.Service) endpointSource {
-	eps := make([]lb.Endpoint, 0, len(s.Endpoints))
-	for i := range s.Endpoints {
-		e := &s.Endpoints[i]
-		eps = append(eps, lb.Endpoint{Addr: e.Addr(), Weight: uint32(e.Weight), Labels: e.Labels})
-	}
-	return fixedSource(eps)
+	return fixedSource(discovery.StaticEndpoints(s))
 }
 
 type fixedSource []lb.Endpoint

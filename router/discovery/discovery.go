@@ -279,17 +279,24 @@ func (r *Registry) Close() {
 	}
 }
 
+// StaticEndpoints is a validated service's static endpoint list (port 0 where the
+// config gave none).
+func StaticEndpoints(svc *config.Service) []lb.Endpoint {
+	eps := make([]lb.Endpoint, 0, len(svc.Endpoints))
+	for j := range svc.Endpoints {
+		e := &svc.Endpoints[j]
+		eps = append(eps, lb.Endpoint{Addr: e.Addr(), Weight: uint32(e.Weight), Labels: e.Labels})
+	}
+	return eps
+}
+
 // SpecsFromConfig turns a validated config into specs, one per service (with or
 // without endpoints), in the config's order.
 func SpecsFromConfig(cfg *config.Config) []Spec {
 	specs := make([]Spec, 0, len(cfg.Services))
 	for i := range cfg.Services {
 		svc := &cfg.Services[i]
-		sp := Spec{Service: svc.Name, Static: make([]lb.Endpoint, 0, len(svc.Endpoints))}
-		for j := range svc.Endpoints {
-			e := &svc.Endpoints[j]
-			sp.Static = append(sp.Static, lb.Endpoint{Addr: e.Addr(), Weight: uint32(e.Weight), Labels: e.Labels})
-		}
+		sp := Spec{Service: svc.Name, Static: StaticEndpoints(svc)}
 		if d := svc.DNS; d != nil {
 			refresh := d.Refresh
 			if refresh <= 0 {
