@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"skiff/config"
@@ -49,6 +50,8 @@ type Server struct {
 	http   *router.HTTP
 	router *router.Router
 	mesh   *mesh // nil when mTLS is not configured
+
+	relays relaySet // connections relayed as TCP, for the drain deadline to cut
 }
 
 // NewServer returns a server for cfg's static settings, with cfg's dynamic ones in
@@ -143,15 +146,22 @@ func (s *Server) Serve(ln *net.TCPListener, dir Direction) error {
 // the protocol, and relays it opaque or hands it to the HTTP proxy.
 func (s *Server) handle(down *net.TCPConn, dir Direction) {
 	id := s.connID.Add(1)
-	log := s.log.With().Uint64(telemetry.FieldConnID, id).Str(telemetry.FieldDirection, string(dir)).
-		Stringer(telemetry.FieldSrc, down.RemoteAddr()).Logger()
-
 	dst, err := OriginalDst(down)
 	if err != nil {
-		s.refuse(down, dir, "no_original_dst", log.Warn().Err(err))
+		// The fields the connection's logger would have: it is made once, in handleTo,
+		// since each zerolog context is a buffer of its own.
+		s.refuse(down, dir, "no_original_dst", s.log.Warn().Uint64(telemetry.FieldConnID, id).
+			Str(telemetry.FieldDirection, string(dir)).Stringer(telemetry.FieldSrc, down.RemoteAddr()).Err(err))
 		return
 	}
-	log = log.With().Stringer(telemetry.FieldOrigDst, dst).Logger()
+	s.handleTo(down, dir, id, dst)
+}
+
+// handleTo is handle once the original destination is known. Tests, which have no
+// redirected connection to recover it from, start here.
+func (s *Server) handleTo(down *net.TCPConn, dir Direction, id uint64, dst netip.AddrPort) {
+	log := s.log.With().Uint64(telemetry.FieldConnID, id).Str(telemetry.FieldDirection, string(dir)).
+		Stringer(telemetry.FieldSrc, down.RemoteAddr()).Stringer(telemetry.FieldOrigDst, dst).Logger()
 	if s.isSelf(down, dst) {
 		s.refuse(down, dir, "loop", log.Warn())
 		return
@@ -295,17 +305,12 @@ func (s *Server) relayTCP(down net.Conn, c conn, r *sniffResult, log zerolog.Log
 	} else if _, ok := up.(*stdtls.Conn); ok {
 		policy, principal = telemetry.SecurityMTLS, c.localID
 	}
-	labels := []string{string(dir), dstLabel, policy, principal}
-	recvC := s.metrics.TCPReceived.WithLabelValues(labels...)
-	sentC := s.metrics.TCPSent.WithLabelValues(labels...)
-	s.metrics.TCPOpened.WithLabelValues(labels...).Inc()
+	labels := [...]string{string(dir), dstLabel, policy, principal}
+	recvC := s.metrics.TCPReceived.WithLabelValues(labels[:]...)
+	sentC := s.metrics.TCPSent.WithLabelValues(labels[:]...)
+	s.metrics.TCPOpened.WithLabelValues(labels[:]...).Inc()
 	active := s.metrics.TCPActive.WithLabelValues(string(dir))
 	active.Inc()
-	finish := func() {
-		active.Dec()
-		s.metrics.TCPClosed.WithLabelValues(labels...).Inc()
-		c.release()
-	}
 
 	var pre RelayResult
 	if len(r.hello) > 0 {
@@ -330,47 +335,166 @@ func (s *Server) relayTCP(down net.Conn, c conn, r *sniffResult, log zerolog.Log
 		reset(down)
 		reset(up)
 		log.Debug().Err(pre.Err).Msg("connection failed before the relay started")
-		finish()
+		active.Dec()
+		s.metrics.TCPClosed.WithLabelValues(labels[:]...).Inc()
+		c.release()
 		return
 	}
 
 	log.Debug().Str(telemetry.FieldProto, proto).Str(telemetry.FieldSecurity, policy).Msg("relaying")
-	count := func(toUp bool, n int64) {
-		if toUp {
-			recvC.Add(float64(n))
-		} else {
-			sentC.Add(float64(n))
-		}
+	t := &tcpRelay{s: s, down: down, up: up, start: start, preReceived: pre.Received, preSent: pre.Sent,
+		id: c.id, dir: dir, dst: c.dst, peerID: c.peerID, release: c.done, proto: proto,
+		policy: policy, dstLabel: dstLabel, principal: principal, recvC: recvC, sentC: sentC, active: active}
+	if r.res.Proto == sniff.TLS {
+		t.sni = r.res.SNI // as serve adds it to log
 	}
-	// The relay runs on a goroutine of its own and this one ends. This goroutine's stack
-	// grew past 8 KiB accepting, sniffing and dialling, and the runtime would keep it at
-	// that size for the life of the connection; the relay's own goroutines need a
-	// fraction of it, which is most of what an idle connection costs.
+	// This goroutine ends here: its stack grew accepting, sniffing and dialling, and the
+	// runtime would keep it at that size for the life of the connection. The relay has
+	// goroutines only while bytes move (see Relay).
 	s.active.Add(1)
+	downTCP, ok1 := down.(*net.TCPConn)
+	upTCP, ok2 := up.(*net.TCPConn)
+	if ok1 && ok2 {
+		t.tcp.init(downTCP, upTCP, s.cfg.Proxy.IdleTimeout, t)
+		s.relays.add(t)
+		t.tcp.spawn()
+		return
+	}
+	s.relays.add(t)
 	go func() {
-		defer s.active.Done()
-		defer finish()
-		stop := context.AfterFunc(s.kill, func() {
-			reset(down)
-			reset(up)
-		})
-		defer stop()
-		var res RelayResult
-		downTCP, ok1 := down.(*net.TCPConn)
-		upTCP, ok2 := up.(*net.TCPConn)
-		if ok1 && ok2 {
-			res = Relay(downTCP, upTCP, s.cfg.Proxy.IdleTimeout, count)
-		} else {
-			res = RelayStreams(down, up, s.cfg.Proxy.IdleTimeout, count)
-		}
-		ev := log.Debug()
-		if res.Err != nil && !isExpected(res.Err) {
-			ev = log.Info().AnErr("close_reason", res.Err)
-		}
-		ev.Str(telemetry.FieldProto, proto).Str(telemetry.FieldSecurity, policy).
-			Int64(telemetry.FieldReceived, pre.Received+res.Received).Int64(telemetry.FieldSent, pre.Sent+res.Sent).
-			Dur(telemetry.FieldDuration, time.Since(start)).Msg("connection closed")
+		t.relayEnded(RelayStreams(down, up, s.cfg.Proxy.IdleTimeout, t.relayed))
 	}()
+}
+
+// tcpRelay is a connection relayed as TCP from the start of the relay to its end: the
+// relay itself, and what its metrics and its closing log line need. It is one
+// allocation, which an idle connection holds for as long as it stays open.
+//
+// It holds no logger: a zerolog context is a rendered buffer of 500 bytes or more. The
+// closing line is written from s.log with the connection's fields added to the event,
+// in the order handleTo, terminate and serve add them to the connection's logger, which
+// gives the same line.
+type tcpRelay struct {
+	tcp      relay // when both sides are plain TCP
+	s        *Server
+	down, up net.Conn
+	start    time.Time
+	// Bytes written before the relay started.
+	preReceived, preSent int64
+
+	id      uint64
+	dir     Direction
+	dst     netip.AddrPort
+	peerID  string
+	sni     string
+	release func() // the load balancer's, or nil
+
+	// The metrics' labels are dir, dstLabel, policy and principal.
+	proto, policy, dstLabel, principal string
+	recvC, sentC                       prometheus.Counter
+	active                             prometheus.Gauge
+
+	prev, next *tcpRelay // in s.relays
+}
+
+func (t *tcpRelay) relayed(toUpstream bool, n int64) {
+	if toUpstream {
+		t.recvC.Add(float64(n))
+	} else {
+		t.sentC.Add(float64(n))
+	}
+}
+
+func (t *tcpRelay) relayEnded(res RelayResult) {
+	s := t.s
+	failed := res.Err != nil && !isExpected(res.Err)
+	ev := s.log.Debug()
+	if failed {
+		ev = s.log.Info()
+	}
+	if ev != nil {
+		ev.Uint64(telemetry.FieldConnID, t.id).Str(telemetry.FieldDirection, string(t.dir)).
+			Stringer(telemetry.FieldSrc, t.down.RemoteAddr()).Stringer(telemetry.FieldOrigDst, t.dst)
+		if t.peerID != "" {
+			ev.Str(telemetry.FieldPeerID, t.peerID)
+		}
+		if t.sni != "" {
+			ev.Str("sni", t.sni)
+		}
+		if failed {
+			ev.AnErr("close_reason", res.Err)
+		}
+		ev.Str(telemetry.FieldProto, t.proto).Str(telemetry.FieldSecurity, t.policy).
+			Int64(telemetry.FieldReceived, t.preReceived+res.Received).Int64(telemetry.FieldSent, t.preSent+res.Sent).
+			Dur(telemetry.FieldDuration, time.Since(t.start)).Msg("connection closed")
+	}
+	s.relays.remove(t)
+	t.active.Dec()
+	s.metrics.TCPClosed.WithLabelValues(string(t.dir), t.dstLabel, t.policy, t.principal).Inc()
+	if t.release != nil {
+		t.release()
+	}
+	s.active.Done()
+}
+
+// kill resets both sides, when the drain deadline has passed.
+func (t *tcpRelay) kill() {
+	if t.tcp.down != nil {
+		t.tcp.abort()
+		return
+	}
+	reset(t.down)
+	reset(t.up)
+}
+
+// relaySet is the connections being relayed as TCP, for the drain deadline to cut. A
+// list threaded through the relays costs each two pointers, less than a
+// context.AfterFunc per relay would.
+type relaySet struct {
+	once sync.Once
+	mu   sync.Mutex
+	head *tcpRelay
+}
+
+func (rs *relaySet) add(t *tcpRelay) {
+	s := t.s
+	rs.once.Do(func() {
+		context.AfterFunc(s.kill, func() {
+			rs.mu.Lock()
+			var all []*tcpRelay
+			for t := rs.head; t != nil; t = t.next {
+				all = append(all, t)
+			}
+			rs.mu.Unlock()
+			for _, t := range all {
+				t.kill()
+			}
+		})
+	})
+	rs.mu.Lock()
+	t.next = rs.head
+	if rs.head != nil {
+		rs.head.prev = t
+	}
+	rs.head = t
+	rs.mu.Unlock()
+	if s.kill.Err() != nil { // cancelled before the relay was in the list
+		t.kill()
+	}
+}
+
+func (rs *relaySet) remove(t *tcpRelay) {
+	rs.mu.Lock()
+	if t.prev != nil {
+		t.prev.next = t.next
+	} else if rs.head == t {
+		rs.head = t.next
+	}
+	if t.next != nil {
+		t.next.prev = t.prev
+	}
+	t.prev, t.next = nil, nil
+	rs.mu.Unlock()
 }
 
 // dialUpstream connects to a destination for a connection: through the mesh dialer for

@@ -69,21 +69,31 @@ func (p *spliceBuf) close() {
 // on the stack. Handed around as a syscall.RawConn interface they would escape, and
 // cost several allocations per burst: on a chatty connection, per message.
 
-// copyDirection moves bytes from src to dst until EOF (nil error) or an error, telling r
-// of every batch. The read deadline of src bounds each wait; when it passes, r decides
-// whether to wait again.
+// parkAfter is how long a direction that has drained its source waits for more on its
+// own goroutine before it parks (park_linux.go). A transfer whose socket runs dry for a
+// moment, or a quick request and answer, keeps its goroutines and is woken by the
+// runtime's poller as before; a direction quiet for longer gives its goroutine up.
+// Parking and coming back cost a goroutine start, two system calls and the expired
+// deadline's error value, a few µs: nothing next to a pause this long.
+const parkAfter = 5 * time.Millisecond
+
+// copy moves bytes from d.src to d.dst until EOF (d.err nil) or an error (d.err),
+// telling the relay of every batch, or until it parks: it then reports true, and the
+// direction is no longer this goroutine's.
 //
-// This loop is where an idle connection waits: it holds no pipe and allocates nothing
-// while it waits, and the burst runs in its own call, whose frame is gone by then.
-func copyDirection(dst, src *net.TCPConn, r *relay, toUpstream bool) (int64, error) {
-	srcRC, err := src.SyscallConn()
+// A direction waits here holding no pipe and allocating nothing, and the burst runs in
+// its own call, whose frame is gone by then. The read deadline of src bounds each
+// wait: when it passes, the relay decides whether the direction is idle.
+func (d *direction) copy() (parked bool) {
+	r := d.r
+	srcRC, err := d.src.SyscallConn()
 	if err != nil {
-		return 0, err
+		d.err = err
+		return false
 	}
 	var (
-		total int64
-		peek  [1]byte
-		perr  syscall.Errno
+		peek [1]byte
+		perr syscall.Errno
 	)
 	readable := func(fd uintptr) bool {
 		// recvfrom(2) with MSG_PEEK, made directly: unix.Recvfrom allocates a sockaddr
@@ -94,28 +104,40 @@ func copyDirection(dst, src *net.TCPConn, r *relay, toUpstream bool) (int64, err
 	}
 	for {
 		// Wait, holding no pipe, until src has data or EOF.
-		if err := src.SetReadDeadline(time.Now().Add(r.idle)); err != nil {
-			return total, err
+		wait, mayPark := r.idle, !d.park.failed
+		if mayPark && parkAfter < wait {
+			wait = parkAfter
+		}
+		if err := d.src.SetReadDeadline(time.Now().Add(wait)); err != nil {
+			d.err = err
+			return false
 		}
 		if err := srcRC.Read(readable); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && r.stillActive() {
-				continue
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				d.err = err
+				return false
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return total, ErrIdle
+			if !r.stillActive() {
+				d.err = ErrIdle
+				return false
 			}
-			return total, err
+			if mayPark && d.parkSrc() {
+				return true
+			}
+			continue
 		}
 		if perr != 0 {
-			return total, os.NewSyscallError("recvfrom", perr)
+			d.err = os.NewSyscallError("recvfrom", perr)
+			return false
 		}
-		n, eof, err := spliceBurst(dst, src)
-		total += n
+		n, eof, err := spliceBurst(d.dst, d.src)
+		d.bytes += n
 		if n > 0 {
-			r.moved(toUpstream, n)
+			r.moved(d.toUpstream, n)
 		}
 		if err != nil || eof {
-			return total, err
+			d.err = err
+			return false
 		}
 	}
 }

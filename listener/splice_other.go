@@ -5,7 +5,6 @@ package listener
 import (
 	"errors"
 	"io"
-	"net"
 	"os"
 	"time"
 )
@@ -13,32 +12,41 @@ import (
 // copyChunk bounds one ReadFrom call, so the activity clock and counters stay fresh.
 const copyChunk = 1 << 20
 
-// copyDirection is the portable relay loop: ReadFrom in bounded chunks, telling r of
-// every batch.
-func copyDirection(dst, src *net.TCPConn, r *relay, toUpstream bool) (int64, error) {
-	lr := io.LimitedReader{R: src}
-	var total int64
+// parkState is empty: without the Linux poller, a direction waits on its goroutine.
+type parkState struct{}
+
+func (d *direction) unpark() bool { return false }
+func (d *direction) parked() bool { return false }
+
+// copy is the portable relay loop: ReadFrom in bounded chunks, telling the relay of
+// every batch. It never parks.
+func (d *direction) copy() (parked bool) {
+	r := d.r
+	lr := io.LimitedReader{R: d.src}
 	for {
-		if err := src.SetReadDeadline(time.Now().Add(r.idle)); err != nil {
-			return total, err
+		if err := d.src.SetReadDeadline(time.Now().Add(r.idle)); err != nil {
+			d.err = err
+			return false
 		}
 		lr.N = copyChunk
-		n, err := dst.ReadFrom(&lr)
+		n, err := d.dst.ReadFrom(&lr)
 		if n > 0 {
-			total += n
-			r.moved(toUpstream, n)
+			d.bytes += n
+			r.moved(d.toUpstream, n)
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if n > 0 || r.stillActive() {
 					continue
 				}
-				return total, ErrIdle
+				d.err = ErrIdle
+				return false
 			}
-			return total, err
+			d.err = err
+			return false
 		}
 		if lr.N > 0 {
-			return total, nil
+			return false
 		}
 	}
 }
