@@ -37,7 +37,7 @@ type report struct {
 	Table    []tableRow                    `json:"table"`
 	Runs     [][]row                       `json:"runs"`
 	Curves   map[string]map[string]float64 `json:"fortio_percentiles_us,omitempty"` // variant → "p99" → µs
-	Pprof    string                        `json:"pprof_top,omitempty"`
+	Pprof    map[string]string             `json:"pprof_top,omitempty"`             // profile file → pprof -top
 }
 
 // score is what a group's median run is chosen on: the quantity its target compares,
@@ -305,8 +305,9 @@ func (b *bench) writeReport(rep report) error {
 	} else if err != nil {
 		warnf("plot: %v", err)
 	}
-	if b.pprof != "" {
-		fmt.Printf("profile: %s-skiff-wrk.cpu.pprof (top: %s-skiff-wrk.cpu.top.txt)\n", base, base)
+	for _, prof := range b.pprofFiles {
+		stem := strings.TrimSuffix(prof, ".pprof")
+		fmt.Printf("profile: %s (top: %s.top.txt)\n", prof, stem)
 	}
 	return nil
 }

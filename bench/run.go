@@ -76,9 +76,9 @@ type bench struct {
 	proxies map[string]*proc
 
 	// fortio's latency percentiles per run and variant, for the plot.
-	curves    []map[string]map[float64]float64
-	pprof     string // the pprof -top text, when BENCH_PPROF=1
-	pprofFile string
+	curves     []map[string]map[float64]float64
+	pprof      map[string]string // profile file name → its pprof -top text, when BENCH_PPROF=1
+	pprofFiles []string
 }
 
 func (b *bench) tool(name string) string { return filepath.Join(b.tools, name) }
@@ -117,7 +117,7 @@ func cmdRun(args []string) error {
 		return err
 	}
 	b := &bench{set: set, repo: *repo, state: *state, self: self, skiff: *skiff, tools: *tools,
-		results: filepath.Join(*repo, "bench", "results"), stamp: time.Now().Format("20060102-150405"),
+		results: filepath.Join(*repo, "bench", "results"), stamp: time.Now().Format("20060102-150405"), pprof: map[string]string{},
 		proxies: map[string]*proc{}}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -236,8 +236,13 @@ func (b *bench) oneRun(ctx context.Context, run int) ([]row, error) {
 		}
 		rows = append(rows, rs...)
 		logf("[run %d] %s done in %.1fs (other processes on the machine used %.2f vCPU meanwhile)", run, sc.group, time.Since(t).Seconds(), other)
-		if sc.group == "2" && run == 1 && b.set.Pprof {
-			b.profileSkiff(ctx)
+		if run == 1 && b.set.Pprof {
+			switch sc.group {
+			case "1":
+				b.profileSkiff(ctx, "fortio")
+			case "2":
+				b.profileSkiff(ctx, "wrk")
+			}
 		}
 	}
 	return rows, nil

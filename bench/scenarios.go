@@ -180,16 +180,22 @@ func (b *bench) scenarioMaxRate(ctx context.Context, run int) []row {
 	}
 }
 
-// profileSkiff takes a 10 s CPU profile of skiff under scenario 2's wrk load, after the
-// measured runs of the scenario, and keeps it next to the results.
-func (b *bench) profileSkiff(ctx context.Context) {
-	logf("profiling skiff under wrk load (BENCH_PPROF=1)")
-	prof := filepath.Join(b.results, b.stamp+"-skiff-wrk.cpu.pprof")
+// profileSkiff takes a 10 s CPU profile of skiff under a scenario's load (name: "wrk"
+// for scenario 2's, "fortio" for scenario 1's fixed rate), after the measured runs of
+// the scenario, and keeps it next to the results.
+func (b *bench) profileSkiff(ctx context.Context, name string) {
+	logf("profiling skiff under %s load (BENCH_PPROF=1)", name)
+	prof := filepath.Join(b.results, b.stamp+"-skiff-"+name+".cpu.pprof")
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_, _ = b.wrk(ctx, "http://"+addr(vSkiff, portHTTP)+"/", 12*time.Second)
+		url := "http://" + addr(vSkiff, portHTTP) + "/"
+		if name == "fortio" {
+			_, _ = b.fortio(ctx, url, 12*time.Second)
+		} else {
+			_, _ = b.wrk(ctx, url, 12*time.Second)
+		}
 	}()
 	time.Sleep(time.Second)
 	_, err := b.exec(ctx, 30*time.Second, nsClient, "", "curl", "-sf", "-o", prof,
@@ -199,25 +205,24 @@ func (b *bench) profileSkiff(ctx context.Context) {
 		warnf("pprof: %v", err)
 		return
 	}
-	b.pprofFile = prof
+	b.pprofFiles = append(b.pprofFiles, prof)
 }
 
 // pprofText renders the profile's top functions (flat and cumulative) next to it. It runs
 // after the measurements: go tool pprof may have to build itself first.
 func (b *bench) pprofText() {
-	if b.pprofFile == "" {
-		return
-	}
-	stem := strings.TrimSuffix(b.pprofFile, ".pprof")
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=40", b.pprofFile).CombinedOutput()
-	if err != nil {
-		warnf("go tool pprof: %v: %s", err, out)
-		return
-	}
-	b.pprof = string(out)
-	_ = os.WriteFile(stem+".top.txt", out, 0o644)
-	if cum, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=40", b.pprofFile).CombinedOutput(); err == nil {
-		_ = os.WriteFile(stem+".cum.txt", cum, 0o644)
+	for _, prof := range b.pprofFiles {
+		stem := strings.TrimSuffix(prof, ".pprof")
+		out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=40", prof).CombinedOutput()
+		if err != nil {
+			warnf("go tool pprof: %v: %s", err, out)
+			return
+		}
+		b.pprof[filepath.Base(prof)] = string(out)
+		_ = os.WriteFile(stem+".top.txt", out, 0o644)
+		if cum, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=40", prof).CombinedOutput(); err == nil {
+			_ = os.WriteFile(stem+".cum.txt", cum, 0o644)
+		}
 	}
 }
 
