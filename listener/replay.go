@@ -61,3 +61,10 @@ func (c *replayConn) WriteTo(w io.Writer) (int64, error) {
 func (c *replayConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 func (c *replayConn) Meta() *router.Meta { return &c.meta }
+
+// TCP lets the HTTP/1.1 fast path wait on the socket without a buffer, and splice
+// large bodies; nil inside mesh TLS.
+func (c *replayConn) TCP() (*net.TCPConn, bool) {
+	tcp, _ := c.Conn.(*net.TCPConn)
+	return tcp, len(c.head) > 0
+}

@@ -47,6 +47,11 @@ func (c *testConn) Read(p []byte) (int, error) {
 
 func (c *testConn) Meta() *Meta { return &c.meta }
 
+func (c *testConn) TCP() (*net.TCPConn, bool) {
+	tcp, _ := c.Conn.(*net.TCPConn)
+	return tcp, false
+}
+
 // testProxy is a running HTTP proxy and the listener that feeds it.
 type testProxy struct {
 	h        *HTTP

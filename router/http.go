@@ -79,6 +79,9 @@ type HTTP struct {
 	done chan struct{}
 	// mirrorSlots bounds the mirrored copies in flight.
 	mirrorSlots chan struct{}
+	// The HTTP/1.1 fast path (h1proxy.go): its connections and upstream pool.
+	h1     h1Conns
+	h1pool *h1Pool
 }
 
 // XFCC is the header that tells the app which mesh peer a request came from, in
@@ -92,6 +95,8 @@ func NewHTTP(cfg *config.Config, rt *Router, log zerolog.Logger, m *telemetry.Me
 	for _, dir := range []string{"inbound", "outbound"} {
 		h.proxies[dir] = h.proxyPair(dir, dial)
 	}
+	h.h1.conns = map[*h1conn]struct{}{}
+	h.h1pool = newH1Pool(dial)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -228,8 +233,20 @@ func (h *HTTP) Serve() error {
 	return err
 }
 
-// ServeConn hands one connection to the HTTP server. It does not wait for it to end.
+// ServeConn hands one connection to the proxy. It does not wait for it to end. An
+// HTTP/1 connection (the listener gives those an H1Guard) starts on the fast path.
 func (h *HTTP) ServeConn(c Conn) {
+	if c.Meta().Guard != nil {
+		// A goroutine of its own: the caller's stack, deep from sniffing and dialling,
+		// would otherwise stay with every idle keep-alive connection.
+		go h.serveH1(c)
+		return
+	}
+	h.serveStd(c)
+}
+
+// serveStd hands a connection to net/http's server.
+func (h *HTTP) serveStd(c Conn) {
 	select {
 	case h.ln.conns <- c:
 	case <-h.ln.closed:
@@ -240,9 +257,13 @@ func (h *HTTP) ServeConn(c Conn) {
 // Shutdown stops taking connections and waits for requests in flight until ctx ends,
 // then closes what is left.
 func (h *HTTP) Shutdown(ctx context.Context) {
+	fast := make(chan struct{})
+	go func() { h.h1.shutdown(ctx); close(fast) }()
 	if err := h.srv.Shutdown(ctx); err != nil {
 		_ = h.srv.Close()
 	}
+	<-fast
+	h.h1pool.close()
 }
 
 // ServeHTTP proxies one request and records it.

@@ -8,6 +8,11 @@ import (
 // newRequestID returns a random UUID (version 4) for x-request-id. math/rand/v2's global
 // generator is per-thread and lock-free; the id needs to be unique, not secret.
 func newRequestID() string {
+	return string(appendRequestID(make([]byte, 0, 36)))
+}
+
+// appendRequestID appends a new request id to dst.
+func appendRequestID(dst []byte) []byte {
 	var b [16]byte
 	hi, lo := rand.Uint64(), rand.Uint64()
 	for i := 0; i < 8; i++ {
@@ -26,5 +31,5 @@ func newRequestID() string {
 	hex.Encode(s[19:23], b[8:10])
 	s[23] = '-'
 	hex.Encode(s[24:], b[10:])
-	return string(s[:])
+	return append(dst, s[:]...)
 }
