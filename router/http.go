@@ -242,7 +242,8 @@ func (h *HTTP) ServeConn(c Conn) {
 		go h.serveH1(c)
 		return
 	}
-	h.serveStd(c)
+	// HTTP/2 with prior knowledge: read through a buffer (h2server.go).
+	h.serveStd(newBufferedConn(c))
 }
 
 // serveStd hands a connection to net/http's server.
