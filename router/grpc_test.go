@@ -116,7 +116,7 @@ func TestGRPCInterop(t *testing.T) {
 	// Every call is recorded as request_protocol="grpc" with its grpc-status: 15 calls
 	// (status_code_and_message and custom_metadata make two each), 8 OK, 3 UNKNOWN (2)
 	// from the status cases, 1 UNIMPLEMENTED (12). The 3 the client cancelled have no
-	// status; 499 if the client went away before the response began.
+	// status (or 4, below); 499 if the client went away before the response began.
 	byStatus := map[string]float64{}
 	var total float64
 	for _, s := range requestSamples(t, p.metrics, "skiff_requests_total") {
@@ -127,6 +127,10 @@ func TestGRPCInterop(t *testing.T) {
 		byStatus[status] += s.value
 		total += s.value
 	}
+	// timeout_on_sleeping_server races: the server may send DEADLINE_EXCEEDED (4) in its
+	// trailers before the client's cancel reaches the proxy. Counted as cancelled then.
+	byStatus[""] += byStatus["4"]
+	delete(byStatus, "4")
 	want := map[string]float64{"0": 8, "2": 3, "12": 1, "": 3}
 	if total != 15 || fmt.Sprint(byStatus) != fmt.Sprint(want) {
 		t.Errorf("%v gRPC requests recorded by grpc_response_status %v, want 15: %v", total, byStatus, want)
