@@ -797,27 +797,10 @@ func idempotent(method []byte) bool {
 	return false
 }
 
-// fail answers a request the upstream could not serve, as proxyError does: 503 when no
-// connection could be made, 504 on a timeout, 502 otherwise.
+// fail answers a request the upstream could not serve, as proxyError does.
 func (hc *h1conn) fail(start time.Time, proto string, err error, keep bool) bool {
-	code := http.StatusBadGateway
-	var ne net.Error
-	var oe *net.OpError
-	switch {
-	case errors.As(err, &oe) && oe.Op == "dial":
-		code = http.StatusServiceUnavailable
-	case errors.As(err, &ne) && ne.Timeout():
-		code = http.StatusGatewayTimeout
-	}
-	flag := telemetry.FlagUpstreamFail
-	if code == http.StatusGatewayTimeout {
-		flag = telemetry.FlagTimeout
-	}
-	ev := hc.h.log.Info().Err(err).Uint64(telemetry.FieldConnID, hc.m.ConnID).Stringer(telemetry.FieldUpstream, hc.m.Dst)
-	if hc.m.PeerID != "" {
-		ev = ev.Str(telemetry.FieldPeerID, hc.m.PeerID)
-	}
-	ev.Int("status", code).Msg("upstream request failed")
+	code, flag := upstreamFailure(err)
+	hc.h.logUpstreamFailure(hc.m, hc.m.Dst, err, code)
 	w := getWriter(hc.c)
 	_, _ = w.WriteString("HTTP/1.1 ")
 	_, _ = w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(code), 10))

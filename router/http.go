@@ -457,15 +457,7 @@ func (h *HTTP) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		w.WriteHeader(499) // not sent on a closed connection; recorded in metrics
 		return
 	}
-	code, flag := http.StatusBadGateway, telemetry.FlagUpstreamFail
-	var ne net.Error
-	var oe *net.OpError
-	switch {
-	case errors.As(err, &oe) && oe.Op == "dial":
-		code = http.StatusServiceUnavailable
-	case errors.As(err, &ne) && ne.Timeout():
-		code, flag = http.StatusGatewayTimeout, telemetry.FlagTimeout
-	}
+	code, flag := upstreamFailure(err)
 	if rw, ok := w.(*recorder); ok {
 		rw.flag = flag
 	}
@@ -473,12 +465,31 @@ func (h *HTTP) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	if rt := routedOf(r.Context()); rt != nil {
 		upstream = rt.addr // the endpoint routing chose, which is what failed
 	}
+	h.logUpstreamFailure(m, upstream, err, code)
+	w.WriteHeader(code)
+}
+
+// upstreamFailure is the status and response flag of a request the upstream could not
+// serve, as Envoy answers it: 503 when no connection could be made, 504 on a timeout,
+// 502 otherwise.
+func upstreamFailure(err error) (code int, flag string) {
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &oe) && oe.Op == "dial":
+		return http.StatusServiceUnavailable, telemetry.FlagUpstreamFail
+	case errors.As(err, &ne) && ne.Timeout():
+		return http.StatusGatewayTimeout, telemetry.FlagTimeout
+	}
+	return http.StatusBadGateway, telemetry.FlagUpstreamFail
+}
+
+func (h *HTTP) logUpstreamFailure(m *Meta, upstream netip.AddrPort, err error, code int) {
 	ev := h.log.Info().Err(err).Uint64(telemetry.FieldConnID, m.ConnID).Str(telemetry.FieldUpstream, upstream.String())
 	if m.PeerID != "" {
 		ev = ev.Str(telemetry.FieldPeerID, m.PeerID)
 	}
 	ev.Int("status", code).Msg("upstream request failed")
-	w.WriteHeader(code)
 }
 
 // recorder notes the status and size of a response. Unwrap lets http.ResponseController
