@@ -27,7 +27,7 @@ type settings struct {
 	TTFBReqs  int      `json:"ttfb_requests"`  // scenario 9, per target
 	Idle      []int    `json:"idle_conns"`     // scenario 8
 	Only      []string `json:"only,omitempty"` // scenario groups to run (BENCH_ONLY), all when empty
-	Pprof     bool     `json:"pprof"`          // BENCH_PPROF: CPU profile of skiff under scenario 2
+	Pprof     bool     `json:"pprof"`          // BENCH_PPROF: CPU profiles of skiff under scenarios 1, 2 and 3a
 }
 
 // Duration marshals as seconds.
@@ -242,6 +242,8 @@ func (b *bench) oneRun(ctx context.Context, run int) ([]row, error) {
 				b.profileSkiff(ctx, "fortio")
 			case "2":
 				b.profileSkiff(ctx, "wrk")
+			case "3a":
+				b.profileSkiff(ctx, "h2load")
 			}
 		}
 	}

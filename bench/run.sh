@@ -5,7 +5,7 @@
 #   BENCH_RUNS=N     runs of every measurement (default 3; the median run is reported)
 #   BENCH_QUICK=1    one short pass (~3 minutes) instead of the full one (~13 minutes)
 #   BENCH_ONLY=1,2   only these scenario groups (1-9; 3a/3b, 6a/6b also accepted)
-#   BENCH_PPROF=1    also take 10 s CPU profiles of skiff under scenarios 1 and 2
+#   BENCH_PPROF=1    also take 10 s CPU profiles of skiff under scenarios 1, 2 and 3a
 #   BENCH_NO_INSTALL=1  never install packages or tools; fail if something is missing
 #
 # See bench/README.md for what each scenario measures and how to read the table.

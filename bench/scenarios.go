@@ -181,8 +181,8 @@ func (b *bench) scenarioMaxRate(ctx context.Context, run int) []row {
 }
 
 // profileSkiff takes a 10 s CPU profile of skiff under a scenario's load (name: "wrk"
-// for scenario 2's, "fortio" for scenario 1's fixed rate), after the measured runs of
-// the scenario, and keeps it next to the results.
+// for scenario 2's, "fortio" for scenario 1's fixed rate, "h2load" for 3a's), after the
+// measured runs of the scenario, and keeps it next to the results.
 func (b *bench) profileSkiff(ctx context.Context, name string) {
 	logf("profiling skiff under %s load (BENCH_PPROF=1)", name)
 	prof := filepath.Join(b.results, b.stamp+"-skiff-"+name+".cpu.pprof")
@@ -191,9 +191,12 @@ func (b *bench) profileSkiff(ctx context.Context, name string) {
 	go func() {
 		defer wg.Done()
 		url := "http://" + addr(vSkiff, portHTTP) + "/"
-		if name == "fortio" {
+		switch name {
+		case "fortio":
 			_, _ = b.fortio(ctx, url, 12*time.Second)
-		} else {
+		case "h2load":
+			_, _ = b.h2load(ctx, "http://"+h2Addr(vSkiff)+"/", 12*time.Second)
+		default:
 			_, _ = b.wrk(ctx, url, 12*time.Second)
 		}
 	}()
