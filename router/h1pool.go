@@ -18,6 +18,7 @@ type h1reader struct {
 	c    net.Conn
 	buf  *[]byte // nil while released
 	r, w int     // unread bytes: (*buf)[r:w]
+	sock *sockReader
 }
 
 const h1BufSize = 4 << 10
@@ -66,6 +67,43 @@ func (b *h1reader) fill(max int) error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// fillIdle reads the first bytes of the next message into the released buffer, waiting
+// with no buffer held: on tcp (the plain socket under c, nil if there is none or it has
+// sniffed bytes to replay) that is one read(2) when bytes are already there.
+func (b *h1reader) fillIdle(tcp *net.TCPConn) error {
+	if b.sock == nil && tcp != nil {
+		b.sock = newSockReader(tcp, b.space, b.idle)
+	}
+	if b.sock == nil || tcp == nil {
+		return b.fill(h1BufSize)
+	}
+	n, err := b.sock.read()
+	b.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// space is the free part of the buffer, taking one from the pool if none is held.
+func (b *h1reader) space() []byte {
+	if b.buf == nil {
+		b.buf = h1Bufs.Get().(*[]byte)
+		b.r, b.w = 0, 0
+	}
+	return (*b.buf)[b.w:]
+}
+
+// idle gives the buffer back while the reader waits, if it holds nothing.
+func (b *h1reader) idle() {
+	if b.r == b.w {
+		b.release()
+	}
 }
 
 // release gives the buffer back; it must hold no unread bytes.

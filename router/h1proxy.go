@@ -57,8 +57,7 @@ type h1conn struct {
 	// head and sent1xx describe the request in flight: a HEAD, and whether an
 	// informational response has been passed on (it may then not be sent again).
 	head, sent1xx bool
-	dst           string // m.Dst.String(), for metric labels
-	stats         []*h1Stat
+	stats         reqStats
 	// up is the upstream connection of the request in flight, for Shutdown to close
 	// when its time is up (the goroutine may be waiting on it, not on c).
 	up atomic.Pointer[h1Upstream]
@@ -133,7 +132,7 @@ func (h *HTTP) serveH1(c Conn) {
 	// The fast path frames every request itself; the guard is only for net/http, which
 	// gets a fresh one if it takes the connection over.
 	m.Guard = nil
-	hc := &h1conn{h: h, c: c, m: m, rd: h1reader{c: c}}
+	hc := &h1conn{h: h, c: c, m: m, rd: h1reader{c: c}, stats: reqStats{metrics: h.metrics, m: m}}
 	if !h.h1.add(hc) {
 		_ = c.Close()
 		return
@@ -220,15 +219,13 @@ func (hc *h1conn) waitRequest() bool {
 	}
 	hc.setDeadline(hc.h.srv.IdleTimeout)
 	hc.headerDeadline = false
-	var err error
+	var tcp *net.TCPConn
 	if tb, ok := hc.c.(tcpBacked); ok {
-		if tcp, replaying := tb.TCP(); tcp != nil && !replaying {
-			err = waitReadable(tcp)
+		if c, replaying := tb.TCP(); !replaying {
+			tcp = c
 		}
 	}
-	if err == nil {
-		err = hc.rd.fill(maxH1RequestHead)
-	}
+	err := hc.rd.fillIdle(tcp)
 	// The idle deadline stays while the head is read (it usually arrives whole, and the
 	// header timeout is set only if it did not): one timer update per request.
 	return hc.state.CompareAndSwap(h1Idle, h1Active) && err == nil
@@ -386,7 +383,7 @@ func (hc *h1conn) proxy() (keep bool) {
 				return hc.fail(start, proto, err, keep)
 			}
 			// The response had begun: the client sees it cut short.
-			hc.record(start, proto, code, telemetry.FlagUpstreamFail, reqBytes, respBytes)
+			hc.stats.record(start, proto, code, "", telemetry.FlagUpstreamFail, reqBytes, respBytes)
 			_ = w.Flush()
 			return false
 		}
@@ -395,7 +392,7 @@ func (hc *h1conn) proxy() (keep bool) {
 		} else {
 			_ = up.rd.c.Close()
 		}
-		hc.record(start, proto, code, telemetry.FlagNone, reqBytes, respBytes)
+		hc.stats.record(start, proto, code, "", telemetry.FlagNone, reqBytes, respBytes)
 		if w.Flush() != nil {
 			return false
 		}
@@ -813,47 +810,56 @@ func (hc *h1conn) fail(start time.Time, proto string, err error, keep bool) bool
 	_, _ = w.WriteString("\r\n")
 	// Recorded before the client can see the answer, so that whoever reads the metric
 	// after the response finds it.
-	hc.record(start, proto, code, flag, 0, 0)
+	hc.stats.record(start, proto, code, "", flag, 0, 0)
 	werr := w.Flush()
 	putWriter(w)
 	return keep && werr == nil && !hc.h.h1.closing.Load()
 }
 
-// h1Stat holds one label set's metrics, so that a connection's requests do not look
-// them up (hashing nine label values) four times each.
-type h1Stat struct {
-	code        int
-	proto, flag string
-	requests    prometheus.Counter
-	duration    prometheus.Observer
-	reqBytes    prometheus.Observer
-	respBytes   prometheus.Observer
+// reqStat holds one label set's request metrics, so that a connection's requests do not
+// look them up (hashing nine label values) four times each.
+type reqStat struct {
+	code              int
+	proto, grpc, flag string
+	requests          prometheus.Counter
+	duration          prometheus.Observer
+	reqBytes          prometheus.Observer
+	respBytes         prometheus.Observer
 }
 
-// record adds a served request to the metrics, with the labels ServeHTTP's record uses.
-func (hc *h1conn) record(start time.Time, proto string, code int, flag string, reqBytes, respBytes int64) {
-	var s *h1Stat
-	for _, st := range hc.stats {
-		if st.code == code && st.proto == proto && st.flag == flag {
+// reqStats records a fast-path connection's requests with the labels ServeHTTP's record
+// uses, keeping the few label sets a connection sees.
+type reqStats struct {
+	metrics *telemetry.Metrics
+	m       *Meta
+	dst     string // m.Dst.String(), for metric labels
+	stats   []*reqStat
+}
+
+// record adds a served request to the metrics.
+func (rs *reqStats) record(start time.Time, proto string, code int, grpc, flag string, reqBytes, respBytes int64) {
+	var s *reqStat
+	for _, st := range rs.stats {
+		if st.code == code && st.proto == proto && st.grpc == grpc && st.flag == flag {
 			s = st
 			break
 		}
 	}
 	if s == nil {
-		if hc.dst == "" {
-			hc.dst = hc.m.Dst.String()
+		if rs.dst == "" {
+			rs.dst = rs.m.Dst.String()
 		}
-		policy, principal := inboundSecurity(hc.m)
-		labels := []string{hc.m.Direction, hc.dst, proto, strconv.Itoa(code), "", policy, principal,
+		policy, principal := inboundSecurity(rs.m)
+		labels := []string{rs.m.Direction, rs.dst, proto, strconv.Itoa(code), grpc, policy, principal,
 			telemetry.UnknownService, flag}
-		met := hc.h.metrics
-		s = &h1Stat{code: code, proto: proto, flag: flag,
+		met := rs.metrics
+		s = &reqStat{code: code, proto: proto, grpc: grpc, flag: flag,
 			requests:  met.Requests.WithLabelValues(labels...),
 			duration:  met.RequestDuration.WithLabelValues(labels...),
 			reqBytes:  met.RequestBytes.WithLabelValues(labels...),
 			respBytes: met.ResponseBytes.WithLabelValues(labels...)}
-		if len(hc.stats) < 4 {
-			hc.stats = append(hc.stats, s)
+		if len(rs.stats) < 4 {
+			rs.stats = append(rs.stats, s)
 		}
 	}
 	s.requests.Inc()
