@@ -257,6 +257,8 @@ func (s *Server) serve(down net.Conn, c conn, pre *sniffResult, log zerolog.Logg
 				Mesh: c.outMode == config.MTLSOn || c.outMode == config.MTLSAuto}}
 		if r.res.Proto == sniff.HTTP1 {
 			rc.meta.Guard = &router.H1Guard{}
+		} else {
+			rc.meta.H2 = true
 		}
 		s.http.ServeConn(rc)
 		return

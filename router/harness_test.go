@@ -30,15 +30,22 @@ import (
 // loopback: a listener stands in for skiff's (no iptables, no SO_ORIGINAL_DST), and each
 // accepted connection is handed over with the backend as its original destination.
 
-// testConn is what the listener hands the proxy: like listener.replayConn, it feeds the
-// H1Guard every byte the HTTP server reads.
+// testConn is what the listener hands the proxy: like listener.replayConn, it replays
+// the bytes looked at to tell HTTP/2 from HTTP/1 and feeds the H1Guard every byte the
+// HTTP server reads.
 type testConn struct {
 	net.Conn
 	meta Meta
+	head []byte
 }
 
-func (c *testConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+func (c *testConn) Read(p []byte) (n int, err error) {
+	if len(c.head) > 0 {
+		n = copy(p, c.head)
+		c.head = c.head[n:]
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	if c.meta.Guard != nil && n > 0 {
 		c.meta.Guard.Feed(p[:n])
 	}
@@ -49,7 +56,16 @@ func (c *testConn) Meta() *Meta { return &c.meta }
 
 func (c *testConn) TCP() (*net.TCPConn, bool) {
 	tcp, _ := c.Conn.(*net.TCPConn)
-	return tcp, false
+	return tcp, len(c.head) > 0
+}
+
+// sniffH2 reads the first bytes of c, as the listener's sniffing does, and says whether
+// they start the HTTP/2 client preface; tc replays them.
+func sniffH2(c net.Conn, tc *testConn) {
+	var b [3]byte
+	n, _ := io.ReadFull(c, b[:])
+	tc.head = b[:n]
+	tc.meta.H2 = string(b[:n]) == "PRI"
 }
 
 // testProxy is a running HTTP proxy and the listener that feeds it.
@@ -100,11 +116,16 @@ func startProxyConfig(tb testing.TB, cfg *config.Config, dst netip.AddrPort, gua
 				return
 			}
 			id := p.accepted.Add(1)
-			m := Meta{Direction: "outbound", Dst: dst, ConnID: uint64(id)}
+			tc := &testConn{Conn: c, meta: Meta{Direction: "outbound", Dst: dst, ConnID: uint64(id)}}
 			if guard {
-				m.Guard = &H1Guard{}
+				tc.meta.Guard = &H1Guard{}
 			}
-			p.h.ServeConn(&testConn{Conn: c, meta: m})
+			go func() {
+				if !guard {
+					sniffH2(c, tc)
+				}
+				p.h.ServeConn(tc)
+			}()
 		}
 	}()
 	tb.Cleanup(func() {

@@ -1,6 +1,7 @@
 // Package router decides where a connection or request goes and takes it there: today the
 // HTTP-family proxy (HTTP/1.1, h2c, gRPC, WebSocket) to each connection's original
-// destination, with pooled upstream connections and per-request metrics.
+// destination, with pooled upstream connections and per-request metrics, and the
+// HTTP/1.1 fast path and HTTP/2 relay for traffic the config does not touch.
 package router
 
 import (
@@ -35,6 +36,9 @@ type Meta struct {
 	ConnID    uint64
 	// Guard follows an HTTP/1 connection's framing (nil for HTTP/2).
 	Guard *H1Guard
+	// H2 is set on a connection that opened with the HTTP/2 client preface (h2c with
+	// prior knowledge).
+	H2 bool
 	// PeerID is the verified SPIFFE ID of the peer sidecar of an inbound connection
 	// that came over mesh mTLS; "" otherwise. (For policy, metrics, logs and the
 	// X-Forwarded-Client-Cert header.)
@@ -82,6 +86,9 @@ type HTTP struct {
 	// The HTTP/1.1 fast path (h1proxy.go): its connections and upstream pool.
 	h1     h1Conns
 	h1pool *h1Pool
+	// The HTTP/2 fast path (h2relay.go): its relays, and the dialler of their upstreams.
+	h2   h2Relays
+	dial DialFunc
 }
 
 // XFCC is the header that tells the app which mesh peer a request came from, in
@@ -91,7 +98,8 @@ const XFCC = "X-Forwarded-Client-Cert"
 // NewHTTP returns the proxy; Serve must run for it to take connections.
 func NewHTTP(cfg *config.Config, rt *Router, log zerolog.Logger, m *telemetry.Metrics, dial DialFunc) *HTTP {
 	h := &HTTP{log: log, metrics: m, ln: newConnListener(), proxies: map[string][2]*httputil.ReverseProxy{},
-		cfg: cfg, rt: rt, pool: &bufferPool{}, done: make(chan struct{}), mirrorSlots: make(chan struct{}, maxMirrors)}
+		cfg: cfg, rt: rt, pool: &bufferPool{}, done: make(chan struct{}), mirrorSlots: make(chan struct{}, maxMirrors),
+		dial: dial}
 	for _, dir := range []string{"inbound", "outbound"} {
 		h.proxies[dir] = h.proxyPair(dir, dial)
 	}
@@ -233,8 +241,10 @@ func (h *HTTP) Serve() error {
 	return err
 }
 
-// ServeConn hands one connection to the proxy. It does not wait for it to end. An
-// HTTP/1 connection (the listener gives those an H1Guard) starts on the fast path.
+// ServeConn hands one connection to the proxy. It does not wait for it to end (an h2c
+// connection's upstream is dialled first, for the relay). An HTTP/1 connection (the
+// listener gives those an H1Guard) starts on the fast path; an h2c one (Meta.H2) is
+// relayed when the config does not apply to it.
 func (h *HTTP) ServeConn(c Conn) {
 	if c.Meta().Guard != nil {
 		// A goroutine of its own: the caller's stack, deep from sniffing and dialling,
@@ -242,7 +252,12 @@ func (h *HTTP) ServeConn(c Conn) {
 		go h.serveH1(c)
 		return
 	}
-	// HTTP/2 with prior knowledge: read through a buffer (h2server.go).
+	// HTTP/2 with prior knowledge: relayed frame by frame when nothing in the config
+	// applies to it (h2relay.go), else served by net/http through a read buffer
+	// (h2server.go).
+	if c.Meta().H2 && h.serveH2Relay(c) {
+		return
+	}
 	h.serveStd(newBufferedConn(c))
 }
 
@@ -258,11 +273,13 @@ func (h *HTTP) serveStd(c Conn) {
 // Shutdown stops taking connections and waits for requests in flight until ctx ends,
 // then closes what is left.
 func (h *HTTP) Shutdown(ctx context.Context) {
-	fast := make(chan struct{})
-	go func() { h.h1.shutdown(ctx); close(fast) }()
+	fast := make(chan struct{}, 2)
+	go func() { h.h1.shutdown(ctx); fast <- struct{}{} }()
+	go func() { h.h2.shutdown(ctx); fast <- struct{}{} }()
 	if err := h.srv.Shutdown(ctx); err != nil {
 		_ = h.srv.Close()
 	}
+	<-fast
 	<-fast
 	h.h1pool.close()
 }
