@@ -58,28 +58,17 @@ func (b *h1reader) fill(max int) error {
 		b.buf = &grown
 		buf = grown
 	}
-	n, err := b.c.Read(buf[b.w:])
-	b.w += n
-	if n > 0 {
-		return nil
+	var n int
+	var err error
+	if b.sock != nil {
+		// The same free space (space), and the buffer kept while waiting: parsed heads
+		// point into it.
+		b.sock.hold = true
+		n, err = b.sock.read()
+		b.sock.hold = false
+	} else {
+		n, err = b.c.Read(buf[b.w:])
 	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return err
-}
-
-// fillIdle reads the first bytes of the next message into the released buffer, waiting
-// with no buffer held: on tcp (the plain socket under c, nil if there is none or it has
-// sniffed bytes to replay) that is one read(2) when bytes are already there.
-func (b *h1reader) fillIdle(tcp *net.TCPConn) error {
-	if b.sock == nil && tcp != nil {
-		b.sock = newSockReader(tcp, b.space, b.idle)
-	}
-	if b.sock == nil || tcp == nil {
-		return b.fill(h1BufSize)
-	}
-	n, err := b.sock.read()
 	b.w += n
 	if n > 0 {
 		return nil
@@ -100,10 +89,11 @@ func (b *h1reader) space() []byte {
 }
 
 // idle gives the buffer back while the reader waits, if it holds nothing.
-func (b *h1reader) idle() {
+func (b *h1reader) idle() bool {
 	if b.r == b.w {
 		b.release()
 	}
+	return true
 }
 
 // release gives the buffer back; it must hold no unread bytes.
@@ -119,7 +109,7 @@ func (b *h1reader) release() {
 // h1Writers lends per-request write buffers: a head and a small body go out in one write.
 var h1Writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, h1BufSize) }}
 
-func getWriter(c net.Conn) *bufio.Writer {
+func getWriter(c io.Writer) *bufio.Writer {
 	w := h1Writers.Get().(*bufio.Writer)
 	w.Reset(c)
 	return w
@@ -133,6 +123,7 @@ func putWriter(w *bufio.Writer) {
 // h1Upstream is a pooled HTTP/1.1 connection to an upstream.
 type h1Upstream struct {
 	rd        h1reader
+	out       io.Writer // rd.c, or a sockWriter on its socket
 	key       h1Key
 	idleSince time.Time
 }
@@ -195,7 +186,12 @@ func (p *h1Pool) get(ctx context.Context, key h1Key) (up *h1Upstream, reused boo
 	if err != nil {
 		return nil, false, err
 	}
-	return &h1Upstream{rd: h1reader{c: c}, key: key}, false, nil
+	up = &h1Upstream{rd: h1reader{c: c}, key: key, out: c}
+	if tcp, ok := c.(*net.TCPConn); ok {
+		up.out = newSockWriter(tcp)
+		up.rd.sock = newSockReader(tcp, up.rd.space, up.rd.idle)
+	}
+	return up, false, nil
 }
 
 // put returns a connection whose last response was read to its end.

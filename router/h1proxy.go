@@ -58,6 +58,7 @@ type h1conn struct {
 	// informational response has been passed on (it may then not be sent again).
 	head, sent1xx bool
 	stats         reqStats
+	out           io.Writer // c, or a sockWriter on its socket
 	// up is the upstream connection of the request in flight, for Shutdown to close
 	// when its time is up (the goroutine may be waiting on it, not on c).
 	up atomic.Pointer[h1Upstream]
@@ -132,7 +133,12 @@ func (h *HTTP) serveH1(c Conn) {
 	// The fast path frames every request itself; the guard is only for net/http, which
 	// gets a fresh one if it takes the connection over.
 	m.Guard = nil
-	hc := &h1conn{h: h, c: c, m: m, rd: h1reader{c: c}, stats: reqStats{metrics: h.metrics, m: m}}
+	hc := &h1conn{h: h, c: c, m: m, rd: h1reader{c: c}, stats: reqStats{metrics: h.metrics, m: m}, out: c}
+	if tb, ok := c.(tcpBacked); ok {
+		if tcp, _ := tb.TCP(); tcp != nil {
+			hc.out = newSockWriter(tcp) // bytes still to replay are read, not written
+		}
+	}
 	if !h.h1.add(hc) {
 		_ = c.Close()
 		return
@@ -210,13 +216,6 @@ func (hc *h1conn) putHeads() {
 // socket no buffer is held.
 func (hc *h1conn) waitRequest() bool {
 	hc.rd.release()
-	if !hc.state.CompareAndSwap(h1Active, h1Idle) {
-		return false
-	}
-	if hc.h.h1.closing.Load() {
-		hc.state.CompareAndSwap(h1Idle, h1Closed)
-		return false
-	}
 	hc.setDeadline(hc.h.srv.IdleTimeout)
 	hc.headerDeadline = false
 	var tcp *net.TCPConn
@@ -225,10 +224,48 @@ func (hc *h1conn) waitRequest() bool {
 			tcp = c
 		}
 	}
-	err := hc.rd.fillIdle(tcp)
+	if tcp == nil {
+		// Sniffed bytes to replay (or no socket): read through the connection.
+		if !hc.goIdle() {
+			return false
+		}
+		err := hc.rd.fill(maxH1RequestHead)
+		return hc.state.CompareAndSwap(h1Idle, h1Active) && err == nil
+	}
+	if hc.rd.sock == nil {
+		hc.rd.sock = newSockReader(tcp, hc.wakeBuf, hc.sleepBuf)
+	}
+	// One read when the request is already there; else the connection goes idle (and
+	// gives its buffer back) inside the read, before the poller waits, and active again
+	// when it wakes.
+	n, err := hc.rd.sock.read()
+	hc.rd.w += n
 	// The idle deadline stays while the head is read (it usually arrives whole, and the
 	// header timeout is set only if it did not): one timer update per request.
-	return hc.state.CompareAndSwap(h1Idle, h1Active) && err == nil
+	return n > 0 && err == nil && hc.state.Load() == h1Active
+}
+
+// goIdle marks the connection idle, unless Shutdown has begun (or closed it).
+func (hc *h1conn) goIdle() bool {
+	if !hc.state.CompareAndSwap(h1Active, h1Idle) {
+		return false
+	}
+	if hc.h.h1.closing.Load() {
+		hc.state.CompareAndSwap(h1Idle, h1Closed)
+		return false
+	}
+	return true
+}
+
+// sleepBuf and wakeBuf are the idle-wait callbacks of the client's sockReader.
+func (hc *h1conn) sleepBuf() bool {
+	hc.rd.release()
+	return hc.goIdle()
+}
+
+func (hc *h1conn) wakeBuf() []byte {
+	hc.state.CompareAndSwap(h1Idle, h1Active)
+	return hc.rd.space()
 }
 
 func (hc *h1conn) setDeadline(d time.Duration) {
@@ -349,7 +386,7 @@ func (hc *h1conn) proxy() (keep bool) {
 	// turns out to have been closed by the upstream, when that is safe (as net/http).
 	retry := body == 0 && idempotent(req.method)
 	hc.head, hc.sent1xx = asciiEqualFold(req.method, "head"), false
-	w := getWriter(hc.c)
+	w := getWriter(hc.out)
 	defer putWriter(w)
 	for attempt := 0; ; attempt++ {
 		up, reused, err := hc.h.h1pool.get(context.Background(), key)
@@ -406,7 +443,7 @@ var errDownstream = errors.New("client connection failed")
 // send writes the request head (the first head bytes of the read buffer, which stay in
 // it) and the body (consumed) to up. It returns the body bytes sent.
 func (hc *h1conn) send(up *h1Upstream, head int, body int64) (int64, error) {
-	w := getWriter(up.rd.c)
+	w := getWriter(up.out)
 	defer putWriter(w)
 	hc.writeRequestHead(w)
 	var sent int64
@@ -798,7 +835,7 @@ func idempotent(method []byte) bool {
 func (hc *h1conn) fail(start time.Time, proto string, err error, keep bool) bool {
 	code, flag := upstreamFailure(err)
 	hc.h.logUpstreamFailure(hc.m, hc.m.Dst, err, code)
-	w := getWriter(hc.c)
+	w := getWriter(hc.out)
 	_, _ = w.WriteString("HTTP/1.1 ")
 	_, _ = w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(code), 10))
 	_ = w.WriteByte(' ')

@@ -460,10 +460,11 @@ func (d *h2half) space() []byte {
 }
 
 // idleBuf gives the buffer back while the direction waits, if it holds nothing.
-func (d *h2half) idleBuf() {
+func (d *h2half) idleBuf() bool {
 	if d.rpos == d.wpos {
 		d.release()
 	}
+	return true
 }
 
 func (d *h2half) read() (int, error) {
