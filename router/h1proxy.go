@@ -72,36 +72,11 @@ const (
 
 // h1Conns tracks the fast path's connections, so that Shutdown can close the idle ones
 // at once and let the others finish the request in flight, as http.Server does.
-type h1Conns struct {
-	mu      sync.Mutex
-	conns   map[*h1conn]struct{}
-	closing atomic.Bool
-	wg      sync.WaitGroup
-}
-
-func (t *h1Conns) add(hc *h1conn) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closing.Load() {
-		return false
-	}
-	t.conns[hc] = struct{}{}
-	t.wg.Add(1)
-	return true
-}
-
-func (t *h1Conns) remove(hc *h1conn) {
-	t.mu.Lock()
-	delete(t.conns, hc)
-	t.mu.Unlock()
-	t.wg.Done()
-}
+type h1Conns struct{ connSet[*h1conn] }
 
 // closeIdle closes the connections waiting for a request; with all set, every one.
 func (t *h1Conns) closeIdle(all bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for hc := range t.conns {
+	t.each(func(hc *h1conn) {
 		if all || hc.state.CompareAndSwap(h1Idle, h1Closed) {
 			hc.state.Store(h1Closed)
 			_ = hc.c.Close()
@@ -109,7 +84,7 @@ func (t *h1Conns) closeIdle(all bool) {
 				_ = up.rd.c.Close()
 			}
 		}
-	}
+	})
 }
 
 // shutdown stops the fast path: no new connections, idle ones closed now, busy ones
@@ -117,14 +92,7 @@ func (t *h1Conns) closeIdle(all bool) {
 func (t *h1Conns) shutdown(ctx context.Context) {
 	t.closing.Store(true)
 	t.closeIdle(false)
-	done := make(chan struct{})
-	go func() { t.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		t.closeIdle(true)
-		<-done
-	}
+	t.drain(ctx, func() { t.closeIdle(true) })
 }
 
 // serveH1 serves an HTTP/1 connection on the fast path until it ends or is handed over.

@@ -102,9 +102,7 @@ func answerEach(resp func(r *http.Request) string) func(int64, net.Conn, *bufio.
 // fastConns is how many connections the fast path is serving (a connection handed to
 // net/http leaves it).
 func fastConns(p *testProxy) int {
-	p.h.h1.mu.Lock()
-	defer p.h.h1.mu.Unlock()
-	return len(p.h.h1.conns)
+	return p.h.h1.len()
 }
 
 // pathEcho answers with the method, request-target and body it got.

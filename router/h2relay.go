@@ -103,12 +103,7 @@ type h2stream struct {
 
 // h2Relays tracks the relays, so that Shutdown can send each a GOAWAY and wait for its
 // streams, as http.Server does for its HTTP/2 connections.
-type h2Relays struct {
-	mu      sync.Mutex
-	relays  map[*h2relay]struct{}
-	closing atomic.Bool
-	wg      sync.WaitGroup
-}
+type h2Relays struct{ connSet[*h2relay] }
 
 // h2FastPath reports whether an HTTP/2 connection may be relayed: nothing in the config
 // applies to it as a whole. Each request's :authority is checked again (admit).
@@ -812,50 +807,12 @@ func statusCode(s string) int {
 	return n
 }
 
-func (t *h2Relays) add(r *h2relay) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closing.Load() {
-		return false
-	}
-	if t.relays == nil {
-		t.relays = map[*h2relay]struct{}{}
-	}
-	t.relays[r] = struct{}{}
-	t.wg.Add(1)
-	return true
-}
-
-func (t *h2Relays) remove(r *h2relay) {
-	t.mu.Lock()
-	delete(t.relays, r)
-	t.mu.Unlock()
-	t.wg.Done()
-}
-
 // shutdown sends every relay's client a GOAWAY, waits for their streams to finish
 // until ctx ends, then closes what is left.
 func (t *h2Relays) shutdown(ctx context.Context) {
-	t.mu.Lock()
 	t.closing.Store(true)
-	relays := make([]*h2relay, 0, len(t.relays))
-	for r := range t.relays {
-		relays = append(relays, r)
+	for _, r := range t.list() {
+		r.retire(0) // may write to the client: not under the set's lock
 	}
-	t.mu.Unlock()
-	for _, r := range relays {
-		r.retire(0)
-	}
-	done := make(chan struct{})
-	go func() { t.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		t.mu.Lock()
-		for r := range t.relays {
-			r.closeAll()
-		}
-		t.mu.Unlock()
-		<-done
-	}
+	t.drain(ctx, func() { t.each((*h2relay).closeAll) })
 }

@@ -19,9 +19,7 @@ import (
 
 // relays is the number of connections on the HTTP/2 relay.
 func (p *testProxy) relays() int {
-	p.h.h2.mu.Lock()
-	defer p.h.h2.mu.Unlock()
-	return len(p.h.h2.relays)
+	return p.h.h2.len()
 }
 
 // TestH2RelayForwards: an h2c connection nothing in the config applies to is relayed,

@@ -103,7 +103,6 @@ func NewHTTP(cfg *config.Config, rt *Router, log zerolog.Logger, m *telemetry.Me
 	for _, dir := range []string{"inbound", "outbound"} {
 		h.proxies[dir] = h.proxyPair(dir, dial)
 	}
-	h.h1.conns = map[*h1conn]struct{}{}
 	h.h1pool = newH1Pool(dial)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
