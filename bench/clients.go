@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"golang.org/x/net/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -298,7 +300,7 @@ func cmdIdle(args []string) error {
 	fs := flag.NewFlagSet("idle", flag.ContinueOnError)
 	addr := fs.String("addr", "", "host:port")
 	n := fs.Int("n", 1000, "connections")
-	mode := fs.String("mode", "tcp", "tcp (echo one line) or http (one keep-alive GET)")
+	mode := fs.String("mode", "tcp", "tcp (echo one line), http (one keep-alive GET) or h2 (one GET over h2c)")
 	par := fs.Int("par", 64, "connections opened in parallel")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -371,6 +373,8 @@ func openIdle(addr, mode string) (net.Conn, error) {
 				_ = resp.Body.Close()
 			}
 		}
+	case "h2":
+		err = h2Get(c)
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
@@ -380,6 +384,48 @@ func openIdle(addr, mode string) (net.Conn, error) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// h2Get makes one GET over c with HTTP/2 prior knowledge and reads the response to its
+// end, leaving the connection open and idle (its SETTINGS acknowledged both ways).
+func h2Get(c net.Conn) error {
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		return err
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		return err
+	}
+	var hb strings.Builder
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "backend"}, {":path", "/"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte(hb.String()),
+		EndStream: true, EndHeaders: true}); err != nil {
+		return err
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return err
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				if err := fr.WriteSettingsAck(); err != nil {
+					return err
+				}
+			}
+		case *http2.GoAwayFrame:
+			return fmt.Errorf("GOAWAY %v", f.ErrCode)
+		case *http2.RSTStreamFrame:
+			return fmt.Errorf("RST_STREAM %v", f.ErrCode)
+		}
+		if f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream) {
+			return nil // END_STREAM has the same bit on HEADERS and DATA
+		}
+	}
 }
 
 // cmdWaitPort waits until every address accepts a TCP connection.

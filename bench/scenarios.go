@@ -440,12 +440,12 @@ func (b *bench) scenarioIdle(ctx context.Context, _ int) []row {
 	}
 	var keys []string
 	for _, n := range b.set.Idle {
-		for _, mode := range []string{"tcp", "http"} {
-			key := fmt.Sprintf("%s%d", mode, n)
+		for _, mode := range []string{"tcp", "http", "h2"} {
+			key := fmt.Sprintf("%s:%d", mode, n)
 			keys = append(keys, key)
 			for _, v := range []string{vSkiff, vHAProxy, vNginx} {
 				if mode == "http" && v != vSkiff {
-					continue // the L7 idle cost is skiff's own question; the TCP one compares all three
+					continue // the HTTP/1.1 idle cost is skiff's own question; TCP and h2c compare all three
 				}
 				if ctx.Err() != nil {
 					return nil
@@ -466,9 +466,8 @@ func (b *bench) scenarioIdle(ctx context.Context, _ int) []row {
 	}
 	rows := []row{}
 	for _, key := range keys {
-		mode := strings.TrimRight(key, "0123456789")
-		what := map[string]string{"tcp": "TCP relays", "http": "HTTP/1.1 keep-alives"}[mode]
-		n := strings.TrimPrefix(key, mode)
+		mode, n, _ := strings.Cut(key, ":")
+		what := map[string]string{"tcp": "TCP relays", "http": "HTTP/1.1 keep-alives", "h2": "h2c connections"}[mode]
 		rows = append(rows,
 			m.row("rss"+key, fmt.Sprintf("RSS/conn, %s idle %s (KiB)", n, what), noMoreThan(10, "KiB"), true),
 			m.row("fds"+key, fmt.Sprintf("fds/conn, %s idle %s", n, what), noMoreThan(4, "fds"), true))
@@ -496,11 +495,14 @@ func (b *bench) idleOnce(ctx context.Context, v, mode string, n int) (kib, fds f
 	if err != nil {
 		return 0, 0, "", err
 	}
-	port := portEcho
-	if mode == "http" {
-		port = portHTTP
+	target := addr(v, portEcho)
+	switch mode {
+	case "http":
+		target = addr(v, portHTTP)
+	case "h2":
+		target = h2Addr(v)
 	}
-	full := nsArgv(nsClient, cpuLoad, b.self, "idle", "-addr", addr(v, port), "-n", fmt.Sprint(n), "-mode", mode)
+	full := nsArgv(nsClient, cpuLoad, b.self, "idle", "-addr", target, "-n", fmt.Sprint(n), "-mode", mode)
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdin, err := cmd.StdinPipe()

@@ -399,6 +399,7 @@ type h2half struct {
 	out      net.Buffers
 	vec      [][]byte
 	sock     *sockReader // reads src when it is a plain TCP socket with nothing to replay
+	fresh    bool        // this goroutine has not handled a frame yet (see idleBuf)
 }
 
 // h2seg is a run of bytes to write: buf[a:b], or ins[a:b] when added.
@@ -417,7 +418,14 @@ func (d *h2half) init(r *h2relay, src, dst net.Conn, toUp bool) {
 }
 
 func (d *h2half) run() {
+	d.fresh = true
 	err := d.loop()
+	if err == errIdleEnded {
+		// This goroutine's stack grew with the frames it handled: a fresh goroutine,
+		// whose stack stays at the minimum, waits for the next bytes instead.
+		go d.run()
+		return
+	}
 	d.release()
 	if errors.Is(err, io.EOF) {
 		// The source is done sending: pass the half-close on, as a TCP relay does.
@@ -454,12 +462,14 @@ func (d *h2half) space() []byte {
 	return (*d.buf)[d.wpos:]
 }
 
-// idleBuf gives the buffer back while the direction waits, if it holds nothing.
+// idleBuf gives the buffer back while the direction waits, if it holds nothing, and
+// ends the read (errIdleEnded) if this goroutine has handled frames: an idle relay then
+// waits on goroutines whose stacks never grew.
 func (d *h2half) idleBuf() bool {
 	if d.rpos == d.wpos {
 		d.release()
 	}
-	return true
+	return d.fresh
 }
 
 func (d *h2half) read() (int, error) {
@@ -483,6 +493,7 @@ func (d *h2half) loop() error {
 			if werr := d.process(); werr != nil {
 				return werr
 			}
+			d.fresh = false
 		}
 		if err != nil {
 			return err
