@@ -1,4 +1,6 @@
 package listener
 
+import "skiff/park"
+
 // The poller's goroutine is there before any test counts goroutines.
-func init() { idlePoller() }
+func init() { park.Start() }

@@ -104,7 +104,7 @@ func (d *direction) copy() (parked bool) {
 	}
 	for {
 		// Wait, holding no pipe, until src has data or EOF.
-		wait, mayPark := r.idle, !d.park.failed
+		wait, mayPark := r.idle, !d.park.Failed()
 		if mayPark && parkAfter < wait {
 			wait = parkAfter
 		}
