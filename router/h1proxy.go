@@ -388,7 +388,7 @@ func (hc *h1conn) proxy() (keep bool) {
 				return hc.fail(start, proto, err, keep)
 			}
 			// The response had begun: the client sees it cut short.
-			hc.stats.record(start, proto, code, "", telemetry.FlagUpstreamFail, reqBytes, respBytes)
+			hc.stats.record(time.Since(start), proto, code, "", telemetry.FlagUpstreamFail, reqBytes, respBytes)
 			_ = w.Flush()
 			return false
 		}
@@ -397,7 +397,7 @@ func (hc *h1conn) proxy() (keep bool) {
 		} else {
 			_ = up.rd.c.Close()
 		}
-		hc.stats.record(start, proto, code, "", telemetry.FlagNone, reqBytes, respBytes)
+		hc.stats.record(time.Since(start), proto, code, "", telemetry.FlagNone, reqBytes, respBytes)
 		if w.Flush() != nil {
 			return false
 		}
@@ -815,7 +815,7 @@ func (hc *h1conn) fail(start time.Time, proto string, err error, keep bool) bool
 	_, _ = w.WriteString("\r\n")
 	// Recorded before the client can see the answer, so that whoever reads the metric
 	// after the response finds it.
-	hc.stats.record(start, proto, code, "", flag, 0, 0)
+	hc.stats.record(time.Since(start), proto, code, "", flag, 0, 0)
 	werr := w.Flush()
 	putWriter(w)
 	return keep && werr == nil && !hc.h.h1.closing.Load()
@@ -842,7 +842,7 @@ type reqStats struct {
 }
 
 // record adds a served request to the metrics.
-func (rs *reqStats) record(start time.Time, proto string, code int, grpc, flag string, reqBytes, respBytes int64) {
+func (rs *reqStats) record(elapsed time.Duration, proto string, code int, grpc, flag string, reqBytes, respBytes int64) {
 	var s *reqStat
 	for _, st := range rs.stats {
 		if st.code == code && st.proto == proto && st.grpc == grpc && st.flag == flag {
@@ -868,7 +868,7 @@ func (rs *reqStats) record(start time.Time, proto string, code int, grpc, flag s
 		}
 	}
 	s.requests.Inc()
-	s.duration.Observe(float64(time.Since(start)) / float64(time.Millisecond))
+	s.duration.Observe(float64(elapsed) / float64(time.Millisecond))
 	s.reqBytes.Observe(float64(reqBytes))
 	s.respBytes.Observe(float64(respBytes))
 }

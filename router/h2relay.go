@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +16,7 @@ import (
 
 	"golang.org/x/net/http2/hpack"
 
+	"skiff/park"
 	"skiff/telemetry"
 )
 
@@ -87,18 +91,20 @@ type h2relay struct {
 	upTable, downTable atomic.Uint64
 	upMaxFrame         atomic.Uint32 // the upstream's SETTINGS_MAX_FRAME_SIZE
 
+	began time.Time    // streams' times are kept from here (monotonic)
 	last  atomic.Int64 // time of the last read either way (UnixNano), for the idle timeout
 	idle  *time.Timer
 	ended atomic.Int32 // directions finished
 }
 
-// h2stream is a request in flight on a relay, for its metrics.
+// h2stream is a request in flight on a relay, for its metrics: 32 bytes, since every
+// relay keeps a map of them (an idle relay's map keeps its slots).
 type h2stream struct {
-	start               time.Time
-	proto               string // http2 or grpc
-	status              int    // the final status, 0 until the response head
-	grpc                string // grpc-status
+	at                  time.Duration // when it was forwarded: time since the relay began
 	reqBytes, respBytes int64
+	status              uint16 // the final status, 0 until the response head
+	grpc                int16  // grpc-status, -1 until one (a small number) is seen
+	isGRPC              bool
 }
 
 // h2Relays tracks the relays, so that Shutdown can send each a GOAWAY and wait for its
@@ -139,7 +145,7 @@ func (h *HTTP) serveH2Relay(c Conn) bool {
 	if err != nil {
 		return false
 	}
-	r := &h2relay{h: h, m: m, down: c, up: up, streams: map[uint32]h2stream{},
+	r := &h2relay{h: h, m: m, down: c, up: up, streams: map[uint32]h2stream{}, began: time.Now(),
 		stats: reqStats{metrics: h.metrics, m: m}}
 	r.upMaxFrame.Store(h2DefaultMaxFrameSize)
 	r.c2u.init(r, c, up, true)
@@ -181,6 +187,17 @@ func (r *h2relay) idleCheck() {
 func (r *h2relay) closeAll() {
 	_ = r.down.Close()
 	_ = r.up.Close()
+	r.wakeParked()
+}
+
+// wakeParked runs the directions that are parked: a closed socket leaves the poller
+// without an event, and a parked direction has no goroutine to see it.
+func (r *h2relay) wakeParked() {
+	for _, d := range [2]*h2half{&r.c2u, &r.u2c} {
+		if park.Unpark(&d.pk) {
+			go d.run()
+		}
+	}
 }
 
 // admit reports whether a request may take the relay: the config still applies to
@@ -210,11 +227,7 @@ func (r *h2relay) request(id uint32, b *h2block) bool {
 		return false
 	}
 	r.maxAccepted = id
-	proto := "http2"
-	if b.grpc {
-		proto = "grpc"
-	}
-	r.streams[id] = h2stream{start: time.Now(), proto: proto}
+	r.streams[id] = h2stream{at: time.Since(r.began), grpc: -1, isGRPC: b.grpc}
 	return true
 }
 
@@ -227,13 +240,13 @@ func (r *h2relay) response(id uint32, b *h2block, end bool) {
 		return
 	}
 	if st.status == 0 && b.status >= 200 {
-		st.status = b.status
+		st.status = uint16(b.status)
 	}
-	if b.grpcStatus != "" {
-		st.grpc = b.grpcStatus
+	if v, err := strconv.Atoi(b.grpcStatus); err == nil && v >= 0 && v <= math.MaxInt16 {
+		st.grpc = int16(v)
 	}
 	if end {
-		r.finishLocked(id, &st, st.status, telemetry.FlagNone)
+		r.finishLocked(id, &st, int(st.status), telemetry.FlagNone)
 		return
 	}
 	r.streams[id] = st
@@ -254,7 +267,7 @@ func (r *h2relay) data(toUp bool, id uint32, n int, end bool) {
 	}
 	st.respBytes += int64(n)
 	if end {
-		r.finishLocked(id, &st, st.status, telemetry.FlagNone)
+		r.finishLocked(id, &st, int(st.status), telemetry.FlagNone)
 		return
 	}
 	r.streams[id] = st
@@ -268,7 +281,7 @@ func (r *h2relay) reset(toUp bool, id, errCode uint32) {
 	if !ok {
 		return
 	}
-	code, flag := st.status, telemetry.FlagNone
+	code, flag := int(st.status), telemetry.FlagNone
 	if code == 0 {
 		// What the standard path records: the client went away (499), or the upstream
 		// failed the request (502). An upstream's CANCEL is a request given up, most
@@ -284,8 +297,19 @@ func (r *h2relay) reset(toUp bool, id, errCode uint32) {
 // finishLocked records a stream and forgets it; a retiring relay closes after its last.
 func (r *h2relay) finishLocked(id uint32, st *h2stream, code int, flag string) {
 	delete(r.streams, id)
-	r.stats.record(st.start, st.proto, code, st.grpc, flag, st.reqBytes, st.respBytes)
+	r.record(st, code, flag)
 	r.closeIfDoneLocked()
+}
+
+func (r *h2relay) record(st *h2stream, code int, flag string) {
+	proto, grpc := "http2", ""
+	if st.isGRPC {
+		proto = "grpc"
+	}
+	if st.grpc >= 0 {
+		grpc = strconv.Itoa(int(st.grpc)) // no allocation below 100
+	}
+	r.stats.record(time.Since(r.began)-st.at, proto, code, grpc, flag, st.reqBytes, st.respBytes)
 }
 
 func (r *h2relay) closeIfDoneLocked() {
@@ -297,6 +321,7 @@ func (r *h2relay) closeIfDoneLocked() {
 			_ = cw.CloseWrite()
 		}
 		_ = r.up.Close()
+		r.wakeParked()
 	}
 }
 
@@ -350,7 +375,7 @@ func (r *h2relay) end(upSide bool) {
 		r.idle.Stop()
 	}
 	for id, st := range r.streams {
-		code, flag := st.status, telemetry.FlagNone
+		code, flag := int(st.status), telemetry.FlagNone
 		if code == 0 {
 			code = 499
 			if r.upFirst {
@@ -358,7 +383,7 @@ func (r *h2relay) end(upSide bool) {
 			}
 		}
 		delete(r.streams, id)
-		r.stats.record(st.start, st.proto, code, st.grpc, flag, st.reqBytes, st.respBytes)
+		r.record(&st, code, flag)
 	}
 	r.closed = true
 	r.mu.Unlock()
@@ -400,6 +425,8 @@ type h2half struct {
 	vec      [][]byte
 	sock     *sockReader // reads src when it is a plain TCP socket with nothing to replay
 	fresh    bool        // this goroutine has not handled a frame yet (see idleBuf)
+	deadline bool        // a read deadline (h2ParkAfter) is set on src
+	pk       park.State  // its place in the poller while parked
 }
 
 // h2seg is a run of bytes to write: buf[a:b], or ins[a:b] when added.
@@ -419,10 +446,21 @@ func (d *h2half) init(r *h2relay, src, dst net.Conn, toUp bool) {
 
 func (d *h2half) run() {
 	d.fresh = true
+	if d.deadline {
+		_ = d.src.SetReadDeadline(time.Time{})
+		d.deadline = false
+	}
 	err := d.loop()
 	if err == errIdleEnded {
-		// This goroutine's stack grew with the frames it handled: a fresh goroutine,
-		// whose stack stays at the minimum, waits for the next bytes instead.
+		// Nothing to read: the direction parks (package park) and this goroutine ends;
+		// one starts again when the socket has something. Where it cannot park, a fresh
+		// goroutine, whose stack stays at the minimum, waits instead of this one, whose
+		// stack grew with the frames it handled.
+		// The batch's scratch slices go too: an idle relay keeps only its state.
+		d.ins, d.segs, d.out, d.vec = nil, nil, nil, nil
+		if !d.pk.Failed() && park.Park(d, &d.pk, d.sock.rc) {
+			return
+		}
 		go d.run()
 		return
 	}
@@ -463,14 +501,29 @@ func (d *h2half) space() []byte {
 }
 
 // idleBuf gives the buffer back while the direction waits, if it holds nothing, and
-// ends the read (errIdleEnded) if this goroutine has handled frames: an idle relay then
-// waits on goroutines whose stacks never grew.
+// lets it wait h2ParkAfter on this goroutine: a read that times out then ends with
+// errIdleEnded, for run to park the direction. Where parking failed, a goroutine that
+// has handled no frame yet waits in the read itself, and one that has ends the read
+// at once (run hands the wait to a fresh goroutine, whose stack never grew).
 func (d *h2half) idleBuf() bool {
 	if d.rpos == d.wpos {
 		d.release()
 	}
-	return d.fresh
+	if d.pk.Failed() {
+		return d.fresh
+	}
+	_ = d.src.SetReadDeadline(time.Now().Add(h2ParkAfter))
+	d.deadline = true
+	return true
 }
+
+// h2ParkAfter is how long a relay direction waits for more on its own goroutine before
+// it parks, as a TCP relay's does: parking and waking cost an epoll_ctl and a wake-up of
+// the poller's goroutine, which a busy connection should not pay between its batches.
+const h2ParkAfter = 5 * time.Millisecond
+
+// Wake runs a parked direction whose socket has something (park.Waiter).
+func (d *h2half) Wake() { go d.run() }
 
 func (d *h2half) read() (int, error) {
 	if d.sock == nil {
@@ -479,7 +532,11 @@ func (d *h2half) read() (int, error) {
 		}
 	}
 	if d.sock != nil {
-		return d.sock.read()
+		n, err := d.sock.read()
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errIdleEnded // quiet for h2ParkAfter (or a deadline set then passed)
+		}
+		return n, err
 	}
 	return d.src.Read(d.space())
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"skiff/config"
+	"skiff/park"
 )
 
 // relays is the number of connections on the HTTP/2 relay.
@@ -278,5 +280,34 @@ func TestH2RelayUpstreamDown(t *testing.T) {
 	}
 	if p.relays() != 0 {
 		t.Error("relayed a connection whose upstream is down")
+	}
+}
+
+// TestH2RelayIdleParks: an idle relay's two directions park (no goroutine waits for
+// them), wake for the next request, and end when the client goes.
+func TestH2RelayIdleParks(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("directions park only on Linux")
+	}
+	b := startBackend(t, nil, true)
+	p := startProxy(t, b.addr, false)
+	c, tr := h2cClient()
+	var relay *h2relay
+	bothParked := func() bool {
+		relay = nil
+		p.h.h2.each(func(r *h2relay) { relay = r })
+		return relay != nil && park.Parked(&relay.c2u.pk) && park.Parked(&relay.u2c.pk)
+	}
+	for i := range 3 {
+		if resp, body := send(t, c, p, "POST", "/", "app", "ping"); resp.StatusCode != 200 || body != "ping" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+		if !waitFor(5*time.Second, bothParked) {
+			t.Fatalf("after request %d the relay's directions did not park", i)
+		}
+	}
+	tr.CloseIdleConnections()
+	if !waitFor(5*time.Second, func() bool { return p.relays() == 0 }) {
+		t.Fatal("the parked relay did not end when its client closed")
 	}
 }
