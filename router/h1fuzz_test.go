@@ -274,7 +274,7 @@ func FuzzCopyChunked(f *testing.F) {
 		f.Add([]byte(s), uint16(1+i%3*7))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, step uint16) {
-		src := &h1reader{c: &readsConn{data: data, step: max(int(step), 1)}}
+		src := &bufReader{c: &readsConn{data: data, step: max(int(step), 1)}, pool: h1Bufs}
 		var out bytes.Buffer
 		w := bufio.NewWriterSize(&out, 64)
 		n, rerr, werr := copyChunked(w, src)
@@ -333,7 +333,7 @@ func TestCopyChunked(t *testing.T) {
 		{name: "empty", in: "", err: io.ErrUnexpectedEOF},
 	} {
 		for _, step := range []int{1, 3, 1 << 20} {
-			src := &h1reader{c: &readsConn{data: []byte(tc.in), step: step}}
+			src := &bufReader{c: &readsConn{data: []byte(tc.in), step: step}, pool: h1Bufs}
 			var out bytes.Buffer
 			w := bufio.NewWriterSize(&out, 16)
 			n, rerr, werr := copyChunked(w, src)

@@ -11,38 +11,49 @@ import (
 	"time"
 )
 
-// h1reader is a read buffer over a connection that a head can be parsed in place from.
-// Unlike bufio.Reader it grows (up to a limit) for a head longer than its buffer, and it
-// can give its buffer back to the pool while the connection is idle.
-type h1reader struct {
+// bufReader is a read buffer over a connection that a head can be parsed in place from
+// (the HTTP/1.1 fast path), or frames (the HTTP/2 relay). Unlike bufio.Reader it grows
+// (up to a limit) for a head longer than its buffer, and it takes its buffer from a pool
+// only while it holds bytes or a read is under way.
+type bufReader struct {
 	c    net.Conn
+	pool *bufPool
 	buf  *[]byte // nil while released
 	r, w int     // unread bytes: (*buf)[r:w]
 	sock *sockReader
 }
 
+// bufPool lends read buffers of one size; a buffer grown past it is not taken back.
+type bufPool struct {
+	p    sync.Pool
+	size int
+}
+
+func newBufPool(size int) *bufPool {
+	bp := &bufPool{size: size}
+	bp.p.New = func() any { b := make([]byte, size); return &b }
+	return bp
+}
+
 const h1BufSize = 4 << 10
 
-var h1Bufs = sync.Pool{New: func() any { b := make([]byte, h1BufSize); return &b }}
+var h1Bufs = newBufPool(h1BufSize)
 
 var errHeadTooLarge = errors.New("message head too large")
 
-func (b *h1reader) buffered() []byte {
+func (b *bufReader) buffered() []byte {
 	if b.buf == nil {
 		return nil
 	}
 	return (*b.buf)[b.r:b.w]
 }
 
-func (b *h1reader) discard(n int) { b.r += n }
+func (b *bufReader) discard(n int) { b.r += n }
 
 // fill reads once more into the buffer, keeping the unread bytes and growing the buffer
 // up to max when they fill it.
-func (b *h1reader) fill(max int) error {
-	if b.buf == nil {
-		b.buf = h1Bufs.Get().(*[]byte)
-		b.r, b.w = 0, 0
-	}
+func (b *bufReader) fill(max int) error {
+	b.space()
 	buf := *b.buf
 	if b.r > 0 && (b.r == b.w || b.w == len(buf)) {
 		b.w = copy(buf, buf[b.r:b.w])
@@ -80,16 +91,16 @@ func (b *h1reader) fill(max int) error {
 }
 
 // space is the free part of the buffer, taking one from the pool if none is held.
-func (b *h1reader) space() []byte {
+func (b *bufReader) space() []byte {
 	if b.buf == nil {
-		b.buf = h1Bufs.Get().(*[]byte)
+		b.buf = b.pool.p.Get().(*[]byte)
 		b.r, b.w = 0, 0
 	}
 	return (*b.buf)[b.w:]
 }
 
 // idle gives the buffer back while the reader waits, if it holds nothing.
-func (b *h1reader) idle() bool {
+func (b *bufReader) idle() bool {
 	if b.r == b.w {
 		b.release()
 	}
@@ -97,10 +108,10 @@ func (b *h1reader) idle() bool {
 }
 
 // release gives the buffer back; it must hold no unread bytes.
-func (b *h1reader) release() {
+func (b *bufReader) release() {
 	if b.buf != nil {
-		if cap(*b.buf) == h1BufSize {
-			h1Bufs.Put(b.buf)
+		if cap(*b.buf) == b.pool.size {
+			b.pool.p.Put(b.buf)
 		}
 		b.buf, b.r, b.w = nil, 0, 0
 	}
@@ -122,7 +133,7 @@ func putWriter(w *bufio.Writer) {
 
 // h1Upstream is a pooled HTTP/1.1 connection to an upstream.
 type h1Upstream struct {
-	rd        h1reader
+	rd        bufReader
 	out       io.Writer // rd.c, or a sockWriter on its socket
 	key       h1Key
 	idleSince time.Time
@@ -186,7 +197,7 @@ func (p *h1Pool) get(ctx context.Context, key h1Key) (up *h1Upstream, reused boo
 	if err != nil {
 		return nil, false, err
 	}
-	up = &h1Upstream{rd: h1reader{c: c}, key: key, out: c}
+	up = &h1Upstream{rd: bufReader{c: c, pool: h1Bufs}, key: key, out: c}
 	if tcp, ok := c.(*net.TCPConn); ok {
 		up.out = newSockWriter(tcp)
 		up.rd.sock = newSockReader(tcp, up.rd.space, up.rd.idle)

@@ -44,7 +44,7 @@ type h1conn struct {
 	h  *HTTP
 	c  Conn
 	m  *Meta
-	rd h1reader
+	rd bufReader
 	// req and resp are the parsed heads of the request in flight, borrowed from
 	// h1HeadPool while a request is read and served: their field lists are most of what
 	// a connection would otherwise hold while idle.
@@ -101,7 +101,7 @@ func (h *HTTP) serveH1(c Conn) {
 	// The fast path frames every request itself; the guard is only for net/http, which
 	// gets a fresh one if it takes the connection over.
 	m.Guard = nil
-	hc := &h1conn{h: h, c: c, m: m, rd: h1reader{c: c}, stats: reqStats{metrics: h.metrics, m: m}, out: c}
+	hc := &h1conn{h: h, c: c, m: m, rd: bufReader{c: c, pool: h1Bufs}, stats: reqStats{metrics: h.metrics, m: m}, out: c}
 	if tb, ok := c.(tcpBacked); ok {
 		if tcp, _ := tb.TCP(); tcp != nil {
 			hc.out = newSockWriter(tcp) // bytes still to replay are read, not written
@@ -186,12 +186,7 @@ func (hc *h1conn) waitRequest() bool {
 	hc.rd.release()
 	hc.setDeadline(hc.h.srv.IdleTimeout)
 	hc.headerDeadline = false
-	var tcp *net.TCPConn
-	if tb, ok := hc.c.(tcpBacked); ok {
-		if c, replaying := tb.TCP(); !replaying {
-			tcp = c
-		}
-	}
+	tcp := readableTCP(hc.c)
 	if tcp == nil {
 		// Sniffed bytes to replay (or no socket): read through the connection.
 		if !hc.goIdle() {
@@ -588,7 +583,7 @@ const spliceMin = 64 << 10
 // goes first; the rest is spliced when it is large and both ends are TCP sockets.
 // Before each wait for the upstream, w is flushed, so a response that trickles reaches
 // the client as it comes and one that arrives at once leaves in one write.
-func (hc *h1conn) copyBody(w *bufio.Writer, src *h1reader, length int64) (n int64, rerr, werr error) {
+func (hc *h1conn) copyBody(w *bufio.Writer, src *bufReader, length int64) (n int64, rerr, werr error) {
 	for length < 0 || n < length {
 		avail := src.buffered()
 		if len(avail) == 0 {
@@ -623,7 +618,7 @@ func (hc *h1conn) copyBody(w *bufio.Writer, src *h1reader, length int64) (n int6
 
 // splice moves the rest of a body from the upstream socket to the client's with
 // splice(2). done is false when either end is not a plain TCP socket.
-func (hc *h1conn) splice(src *h1reader, remaining int64, toEOF bool) (n int64, rerr, werr error, done bool) {
+func (hc *h1conn) splice(src *bufReader, remaining int64, toEOF bool) (n int64, rerr, werr error, done bool) {
 	tb, ok := hc.c.(tcpBacked)
 	if !ok {
 		return 0, nil, nil, false
@@ -657,7 +652,7 @@ const maxChunkLine = 4 << 10
 
 // copyChunked copies a chunked body verbatim, checking its framing as it goes so that
 // the copy ends exactly where the body does. It returns the data bytes (framing excluded).
-func copyChunked(w *bufio.Writer, src *h1reader) (n int64, rerr, werr error) {
+func copyChunked(w *bufio.Writer, src *bufReader) (n int64, rerr, werr error) {
 	for {
 		line, err := chunkLine(w, src)
 		if err != nil {
@@ -724,7 +719,7 @@ func copyChunked(w *bufio.Writer, src *h1reader) (n int64, rerr, werr error) {
 }
 
 // chunkLine returns the next CRLF-terminated line of src, CRLF included, still buffered.
-func chunkLine(w *bufio.Writer, src *h1reader) ([]byte, error) {
+func chunkLine(w *bufio.Writer, src *bufReader) ([]byte, error) {
 	for {
 		b := src.buffered()
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {

@@ -53,7 +53,7 @@ const h2MaxInspect = 256 << 10
 // move and given back while it waits.
 const h2BufSize = 32 << 10
 
-var h2Bufs = sync.Pool{New: func() any { b := make([]byte, h2BufSize); return &b }}
+var h2Bufs = newBufPool(h2BufSize)
 
 // h2relay is one client connection on the HTTP/2 fast path and its upstream connection.
 type h2relay struct {
@@ -410,13 +410,11 @@ type h2half struct {
 	r        *h2relay
 	src, dst net.Conn
 	toUp     bool
-	buf      *[]byte // nil while waiting
-	rpos     int     // (*buf)[rpos:wpos] is read and not yet passed on
-	wpos     int
-	need     int  // the whole frame the direction waits for, when larger than the buffer
-	preface  int  // bytes of the client preface still to pass (client to upstream)
-	skip     int  // bytes of the current frame's payload still to pass on
-	opaque   bool // inspection has ended: bytes pass on untouched
+	in       bufReader // read and not yet passed on: in.buffered(); no buffer while waiting
+	need     int       // the whole frame the direction waits for, when larger than the buffer
+	preface  int       // bytes of the client preface still to pass (client to upstream)
+	skip     int       // bytes of the current frame's payload still to pass on
+	opaque   bool      // inspection has ended: bytes pass on untouched
 	dec      *hpack.Decoder
 	blk      h2block
 	ins      []byte  // bytes the relay adds to this batch
@@ -437,6 +435,7 @@ type h2seg struct {
 
 func (d *h2half) init(r *h2relay, src, dst net.Conn, toUp bool) {
 	d.r, d.src, d.dst, d.toUp = r, src, dst, toUp
+	d.in = bufReader{c: src, pool: h2Bufs}
 	d.dec = hpack.NewDecoder(h2DefaultTableSize, d.emit)
 	d.dec.SetMaxStringLength(maxHeaderBytes)
 	if toUp {
@@ -464,7 +463,7 @@ func (d *h2half) run() {
 		go d.run()
 		return
 	}
-	d.release()
+	d.in.release()
 	if errors.Is(err, io.EOF) {
 		// The source is done sending: pass the half-close on, as a TCP relay does.
 		if cw, ok := d.dst.(interface{ CloseWrite() error }); ok {
@@ -478,37 +477,13 @@ func (d *h2half) run() {
 	d.r.end(!d.toUp)
 }
 
-// srcTCP is the socket to read without a buffer held while waiting, nil if there is
-// none (mesh TLS) or sniffed bytes are still to be replayed.
-func (d *h2half) srcTCP() *net.TCPConn {
-	if tb, ok := d.src.(tcpBacked); ok {
-		if tcp, replaying := tb.TCP(); !replaying {
-			return tcp
-		}
-		return nil
-	}
-	tcp, _ := d.src.(*net.TCPConn)
-	return tcp
-}
-
-// space is the free part of the buffer, taking one from the pool if none is held.
-func (d *h2half) space() []byte {
-	if d.buf == nil {
-		d.buf = h2Bufs.Get().(*[]byte)
-		d.rpos, d.wpos = 0, 0
-	}
-	return (*d.buf)[d.wpos:]
-}
-
 // idleBuf gives the buffer back while the direction waits, if it holds nothing, and
 // lets it wait h2ParkAfter on this goroutine: a read that times out then ends with
 // errIdleEnded, for run to park the direction. Where parking failed, a goroutine that
 // has handled no frame yet waits in the read itself, and one that has ends the read
 // at once (run hands the wait to a fresh goroutine, whose stack never grew).
 func (d *h2half) idleBuf() bool {
-	if d.rpos == d.wpos {
-		d.release()
-	}
+	d.in.idle()
 	if d.pk.Failed() {
 		return d.fresh
 	}
@@ -527,8 +502,8 @@ func (d *h2half) Wake() { go d.run() }
 
 func (d *h2half) read() (int, error) {
 	if d.sock == nil {
-		if tcp := d.srcTCP(); tcp != nil {
-			d.sock = newSockReader(tcp, d.space, d.idleBuf)
+		if tcp := readableTCP(d.src); tcp != nil {
+			d.sock = newSockReader(tcp, d.in.space, d.idleBuf)
 		}
 	}
 	if d.sock != nil {
@@ -538,7 +513,7 @@ func (d *h2half) read() (int, error) {
 		}
 		return n, err
 	}
-	return d.src.Read(d.space())
+	return d.src.Read(d.in.space())
 }
 
 func (d *h2half) loop() error {
@@ -546,7 +521,7 @@ func (d *h2half) loop() error {
 		n, err := d.read()
 		if n > 0 {
 			d.r.touch()
-			d.wpos += n
+			d.in.w += n
 			if werr := d.process(); werr != nil {
 				return werr
 			}
@@ -558,21 +533,12 @@ func (d *h2half) loop() error {
 	}
 }
 
-func (d *h2half) release() {
-	if d.buf != nil {
-		if cap(*d.buf) == h2BufSize {
-			h2Bufs.Put(d.buf)
-		}
-		d.buf, d.rpos, d.wpos = nil, 0, 0
-	}
-}
-
 // process passes on every whole frame (and the read part of a frame passed through)
 // in the buffer, in one write, and keeps the rest for the next read.
 func (d *h2half) process() error {
-	buf := *d.buf
-	b := buf[:d.wpos]
-	p, from := d.rpos, d.rpos
+	buf := *d.in.buf
+	b := buf[:d.in.w]
+	p, from := d.in.r, d.in.r
 	d.ins, d.segs = d.ins[:0], d.segs[:0]
 	d.need = 0
 frames:
@@ -635,16 +601,16 @@ frames:
 	}
 	// Keep what is left (part of a frame header, or of a frame read whole) for the next
 	// read, at the front of a buffer large enough for the frame awaited.
-	left := d.wpos - p
+	left := d.in.w - p
 	if size := max(d.need, h2BufSize); size > len(buf) {
 		grown := make([]byte, size)
-		copy(grown, buf[p:d.wpos])
-		d.release()
-		d.buf = &grown
+		copy(grown, buf[p:d.in.w])
+		d.in.release()
+		d.in.buf = &grown
 	} else if p > 0 {
-		copy(buf, buf[p:d.wpos])
+		copy(buf, buf[p:d.in.w])
 	}
-	d.rpos, d.wpos = 0, left
+	d.in.r, d.in.w = 0, left
 	return nil
 }
 
@@ -703,7 +669,7 @@ func (d *h2half) frame(fh h2FrameHeader, b []byte, p, from int) int {
 		d.r.response(fh.stream, &d.blk, d.blk.endStream)
 		return from
 	}
-	if fh.stream <= d.r.maxReqSeen() {
+	if fh.stream <= d.r.maxReq { // c2u writes it: no lock needed to read it here
 		return from // trailers (or a stream the upstream will refuse)
 	}
 	if !d.r.request(fh.stream, &d.blk) {
@@ -831,9 +797,6 @@ func (d *h2half) applyTableSize() {
 }
 
 func (r *h2relay) maxFrameUp() int { return int(r.upMaxFrame.Load()) }
-
-// maxReqSeen is maxReq, read by c2u (its only writer) without the lock.
-func (r *h2relay) maxReqSeen() uint32 { return r.maxReq }
 
 // emit collects the fields the relay uses from a header block.
 func (d *h2half) emit(f hpack.HeaderField) {

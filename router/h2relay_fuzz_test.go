@@ -78,29 +78,29 @@ func newFakeRelay(h *HTTP) *fakeRelay {
 // must leave true of the buffer. It returns the bytes left in the buffer.
 func feedHalf(d *h2half, in []byte, next func() int) ([]byte, error) {
 	for len(in) > 0 {
-		sp := d.space()
+		sp := d.in.space()
 		if len(sp) == 0 {
-			return nil, fmt.Errorf("no free space in a buffer of %d bytes holding %d", len(*d.buf), d.wpos)
+			return nil, fmt.Errorf("no free space in a buffer of %d bytes holding %d", len(*d.in.buf), d.in.w)
 		}
 		n := copy(sp[:min(len(sp), max(next(), 1))], in)
 		in = in[n:]
-		d.wpos += n
+		d.in.w += n
 		if err := d.process(); err != nil {
 			return nil, err
 		}
-		switch size := len(*d.buf); {
+		switch size := len(*d.in.buf); {
 		case size > h2MaxInspect+h2BufSize:
 			return nil, fmt.Errorf("buffer grown to %d bytes", size)
-		case d.rpos != 0 || d.wpos < 0 || d.wpos >= size:
-			return nil, fmt.Errorf("after process, rpos %d, wpos %d in a buffer of %d bytes", d.rpos, d.wpos, size)
+		case d.in.r != 0 || d.in.w < 0 || d.in.w >= size:
+			return nil, fmt.Errorf("after process, rpos %d, wpos %d in a buffer of %d bytes", d.in.r, d.in.w, size)
 		case d.need > size:
 			return nil, fmt.Errorf("waiting for a %d-byte frame in a buffer of %d bytes", d.need, size)
 		}
 	}
-	if d.buf == nil {
+	if d.in.buf == nil {
 		return nil, nil
 	}
-	return append([]byte(nil), (*d.buf)[:d.wpos]...), nil
+	return append([]byte(nil), (*d.in.buf)[:d.in.w]...), nil
 }
 
 // readPlan is a way to cut a stream into reads: each call returns the next read's size.
@@ -681,7 +681,7 @@ func TestH2RelayClientStreams(t *testing.T) {
 				if len(tr.r.streams) > requests || tr.r.maxReq == 0 {
 					t.Fatalf("%s: %d streams open, max %d, after %d requests", ch.name, len(tr.r.streams), tr.r.maxReq, requests)
 				}
-				tr.r.c2u.release()
+				tr.r.c2u.in.release()
 			}
 		})
 	}
@@ -706,7 +706,7 @@ func TestH2RelayUpstreamStreams(t *testing.T) {
 				if tr.r.u2c.opaque {
 					t.Fatalf("%s: the relay stopped inspecting a valid stream", ch.name)
 				}
-				tr.r.u2c.release()
+				tr.r.u2c.in.release()
 			}
 		})
 	}
@@ -813,8 +813,8 @@ func TestH2RelayInspectLimit(t *testing.T) {
 			if tr.r.c2u.opaque == inspected || len(left) != 0 {
 				t.Fatalf("%d-byte frame, %s: opaque %v, %d bytes left", size, ch.name, tr.r.c2u.opaque, len(left))
 			}
-			if inspected && len(*tr.r.c2u.buf) < size {
-				t.Fatalf("%d-byte frame, %s: read in a buffer of %d bytes", size, ch.name, len(*tr.r.c2u.buf))
+			if inspected && len(*tr.r.c2u.in.buf) < size {
+				t.Fatalf("%d-byte frame, %s: read in a buffer of %d bytes", size, ch.name, len(*tr.r.c2u.in.buf))
 			}
 			ins, err := relayedAs(in, out)
 			if err != nil {
@@ -1040,7 +1040,7 @@ func FuzzH2RelayClient(f *testing.F) {
 				t.Fatal(err)
 			}
 			outs[k], lefts[k], opaque[k] = out, left, tr.r.c2u.opaque
-			tr.r.c2u.release()
+			tr.r.c2u.in.release()
 		}
 		if len(outs[0]) != len(outs[1]) || !bytes.Equal(lefts[0], lefts[1]) || opaque[0] != opaque[1] {
 			t.Fatalf("read as cut by %v: %d bytes passed on, %d left, opaque %v; read whole: %d, %d, %v",
@@ -1074,7 +1074,7 @@ func FuzzH2RelayUpstream(f *testing.F) {
 			if len(left) >= h2FrameHeaderLen && (tr.r.u2c.opaque || tr.r.u2c.need != h2FrameHeaderLen+parseFrameHeader(left).length) {
 				t.Fatalf("%d bytes left in the buffer (opaque %v, need %d)", len(left), tr.r.u2c.opaque, tr.r.u2c.need)
 			}
-			tr.r.u2c.release()
+			tr.r.u2c.in.release()
 		}
 	})
 }

@@ -17,6 +17,20 @@ import (
 // work makes one last over 20 µs, the runtime's monitor handing the processor to another
 // thread, and the futex calls that go with it) cost about as much as the call itself.
 
+// readableTCP is the plain TCP socket under c to read directly (without a buffer held
+// while waiting), or nil: there is none (mesh TLS), or sniffed bytes are still to be
+// replayed through c.
+func readableTCP(c net.Conn) *net.TCPConn {
+	if tb, ok := c.(tcpBacked); ok {
+		if tcp, replaying := tb.TCP(); !replaying {
+			return tcp
+		}
+		return nil
+	}
+	tcp, _ := c.(*net.TCPConn)
+	return tcp
+}
+
 // sockReader reads a TCP socket into a buffer that its owner takes from a pool only when
 // bytes have arrived: an idle connection then holds no buffer, and a busy one pays one
 // read(2) per batch of bytes, not a peek to wait with and then a read. (Waiting through
