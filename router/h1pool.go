@@ -64,9 +64,9 @@ func (b *bufReader) fill(max int) error {
 			return errHeadTooLarge
 		}
 		grown := make([]byte, min(2*len(buf), max))
-		copy(grown, buf[:b.w])
-		b.release()
-		b.buf = &grown
+		n := copy(grown, buf[:b.w])
+		b.release() // the old buffer back to the pool; release forgets its bytes, kept in grown
+		b.buf, b.w = &grown, n
 		buf = grown
 	}
 	var n int

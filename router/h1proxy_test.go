@@ -389,6 +389,27 @@ type pipeConn struct {
 
 func (c *pipeConn) Meta() *Meta { return &c.meta }
 
+// TestH1LargeHeads: request and response heads longer than the 4 KiB read buffer (which
+// then grows) pass whole on the fast path, up to the 64 KiB limit.
+func TestH1LargeHeads(t *testing.T) {
+	b := startRawBackend(t, answerEach(func(r *http.Request) string {
+		n := len(r.Header.Get("X-Pad"))
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: %d\r\n\r\n%d", strings.Repeat("b", n), len(strconv.Itoa(n)), n)
+	}))
+	p := startProxy(t, b.addr, true)
+	c := dialRaw(t, p.addr)
+	for _, n := range []int{100, 4000, 4097, 9000, 60000, 100} {
+		c.send(t, "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: "+strings.Repeat("p", n)+"\r\n\r\n")
+		resp := expectResponse(t, c, "GET", 200, strconv.Itoa(n))
+		if got := len(resp.Header.Get("X-Big")); got != n {
+			t.Errorf("%d-byte header: the response's came back with %d bytes", n, got)
+		}
+	}
+	if n := fastConns(p); n != 1 {
+		t.Errorf("%d connections on the fast path, want 1: net/http took it over", n)
+	}
+}
+
 // TestH1LargeResponses: 8 MiB bodies, with a length and close-delimited, arrive intact,
 // spliced to a TCP client and copied to one that is not.
 func TestH1LargeResponses(t *testing.T) {
