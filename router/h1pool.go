@@ -134,7 +134,8 @@ func putWriter(w *bufio.Writer) {
 // h1Upstream is a pooled HTTP/1.1 connection to an upstream.
 type h1Upstream struct {
 	rd        bufReader
-	out       io.Writer // rd.c, or a sockWriter on its socket
+	out       io.Writer   // rd.c, or sw
+	sw        *sockWriter // on rd.c's socket, when it is a plain TCP one
 	key       h1Key
 	idleSince time.Time
 }
@@ -166,7 +167,11 @@ func newH1Pool(dial DialFunc) *h1Pool {
 }
 
 // get returns an idle connection to key's address, or dials one. reused says which.
-func (p *h1Pool) get(ctx context.Context, key h1Key) (up *h1Upstream, reused bool, err error) {
+// With lazy set, a reused connection's socket is looked at only just before the first
+// write to it (sockWriter.check), in the same system call as that write's neighbours
+// where it can be: the caller must then take errStale, with nothing sent, as the sign
+// to get another.
+func (p *h1Pool) get(ctx context.Context, key h1Key, lazy bool) (up *h1Upstream, reused bool, err error) {
 	for {
 		p.mu.Lock()
 		list := p.idle[key]
@@ -184,8 +189,14 @@ func (p *h1Pool) get(ctx context.Context, key h1Key) (up *h1Upstream, reused boo
 		// shared by every client of the address and stray bytes would be read as the
 		// next client's response. net/http's transport watches idle connections for the
 		// same reason.
-		if time.Since(up.idleSince) < h1IdleTimeout && !peerClosed(up.rd.c) {
-			return up, true, nil
+		if time.Since(up.idleSince) < h1IdleTimeout {
+			if lazy && up.sw != nil {
+				up.sw.check = true
+				return up, true, nil
+			}
+			if !up.closedByPeer() {
+				return up, true, nil
+			}
 		}
 		_ = up.rd.c.Close()
 	}
@@ -199,10 +210,29 @@ func (p *h1Pool) get(ctx context.Context, key h1Key) (up *h1Upstream, reused boo
 	}
 	up = &h1Upstream{rd: bufReader{c: c, pool: h1Bufs}, key: key, out: c}
 	if tcp, ok := c.(*net.TCPConn); ok {
-		up.out = newSockWriter(tcp)
+		if up.sw = newSockWriter(tcp); up.sw != nil {
+			up.out = up.sw
+		}
 		up.rd.sock = newSockReader(tcp, up.rd.space, up.rd.idle)
 	}
 	return up, false, nil
+}
+
+// closedByPeer reports whether the upstream closed the idle connection or sent bytes on
+// it that nobody asked for.
+func (up *h1Upstream) closedByPeer() bool {
+	if up.rd.sock != nil {
+		return up.rd.sock.closedByPeer()
+	}
+	return peerClosed(up.rd.c)
+}
+
+// sendErr is the error met by a request written from inside the read of its answer.
+func (up *h1Upstream) sendErr() error {
+	if up.rd.sock != nil {
+		return up.rd.sock.werr
+	}
+	return nil
 }
 
 // put returns a connection whose last response was read to its end.
@@ -210,6 +240,9 @@ func (p *h1Pool) put(up *h1Upstream) {
 	if len(up.rd.buffered()) > 0 {
 		_ = up.rd.c.Close() // bytes past the response: the upstream is not speaking HTTP
 		return
+	}
+	if up.sw != nil {
+		up.sw.check, up.sw.deferTo = false, nil
 	}
 	up.idleSince = time.Now()
 	p.mu.Lock()

@@ -62,6 +62,10 @@ type h1conn struct {
 	// up is the upstream connection of the request in flight, for Shutdown to close
 	// when its time is up (the goroutine may be waiting on it, not on c).
 	up atomic.Pointer[h1Upstream]
+	// serveFn is serveInRead, made once; ended is set when a request served there
+	// ends the connection.
+	serveFn func(n int) bool
+	ended   bool
 }
 
 const (
@@ -79,10 +83,13 @@ func (t *h1Conns) closeIdle(all bool) {
 	t.each(func(hc *h1conn) {
 		if all || hc.state.CompareAndSwap(h1Idle, h1Closed) {
 			hc.state.Store(h1Closed)
-			_ = hc.c.Close()
+			// The upstream first: a request served inside the client's read
+			// (serveInRead) holds the client's socket, whose Close waits for that read
+			// to end, and the read ends when the upstream fails.
 			if up := hc.up.Load(); up != nil {
 				_ = up.rd.c.Close()
 			}
+			_ = hc.c.Close()
 		}
 	})
 }
@@ -104,7 +111,7 @@ func (h *HTTP) serveH1(c Conn) {
 	hc := &h1conn{h: h, c: c, m: m, rd: bufReader{c: c, pool: h1Bufs}, stats: reqStats{metrics: h.metrics, m: m}, out: c}
 	if tb, ok := c.(tcpBacked); ok {
 		if tcp, _ := tb.TCP(); tcp != nil {
-			hc.out = newSockWriter(tcp) // bytes still to replay are read, not written
+			hc.out = writerFor(tcp) // bytes still to replay are read, not written
 		}
 	}
 	if !h.h1.add(hc) {
@@ -197,15 +204,55 @@ func (hc *h1conn) waitRequest() bool {
 	}
 	if hc.rd.sock == nil {
 		hc.rd.sock = newSockReader(tcp, hc.wakeBuf, hc.sleepBuf)
+		hc.serveFn = hc.serveInRead
 	}
 	// One read when the request is already there; else the connection goes idle (and
 	// gives its buffer back) inside the read, before the poller waits, and active again
-	// when it wakes.
-	n, err := hc.rd.sock.read()
-	hc.rd.w += n
+	// when it wakes. Requests that come whole are served inside the read.
+	s := hc.rd.sock
+	s.got = hc.serveFn
+	_, err := s.read()
+	s.got = nil
 	// The idle deadline stays while the head is read (it usually arrives whole, and the
 	// header timeout is set only if it did not): one timer update per request.
-	return n > 0 && err == nil && hc.state.Load() == h1Active
+	return err == nil && !hc.ended && len(hc.rd.buffered()) > 0 && hc.state.Load() == h1Active
+}
+
+// serveInRead takes the n bytes the client's read brought (sockReader.got) and serves
+// the requests among them that came whole, body included, and that the fast path
+// takes, from inside the read. It returns true when all were served: the read then
+// waits for the next request without first reading to find nothing (see
+// sockReader.got). Anything else (a head cut short, a body still to come, a request
+// for net/http, an error) is left to readRequest.
+//
+// Nothing here may read the client, whose socket the read holds: whole requests need
+// no read, and the response goes out through the write side.
+func (hc *h1conn) serveInRead(n int) bool {
+	hc.rd.w += n
+	for {
+		if hc.state.Load() != h1Active || hc.h.h1.closing.Load() {
+			return false
+		}
+		if hc.req == nil {
+			hc.heads = h1HeadPool.Get().(*[2]h1Head)
+			hc.req, hc.resp = &hc.heads[0], &hc.heads[1]
+		}
+		buf := hc.rd.buffered()
+		hn := parseRequestHead(buf, hc.req)
+		if hn <= 0 || hc.req.contentLength > int64(len(buf)-hn) || !hc.forFastPath() {
+			return false
+		}
+		if !hc.proxy() {
+			hc.ended = true
+			return false
+		}
+		if len(hc.rd.buffered()) == 0 {
+			hc.putHeads()
+			hc.setDeadline(hc.h.srv.IdleTimeout)
+			hc.headerDeadline = false
+			return true
+		}
+	}
 }
 
 // goIdle marks the connection idle, unless Shutdown has begun (or closed it).
@@ -351,8 +398,15 @@ func (hc *h1conn) proxy() (keep bool) {
 	hc.head, hc.sent1xx = asciiEqualFold(req.method, "head"), false
 	w := getWriter(hc.out)
 	defer putWriter(w)
-	for attempt := 0; ; attempt++ {
-		up, reused, err := hc.h.h1pool.get(context.Background(), key)
+	// uw holds the request while it is sent: when it is sent from inside the read of
+	// its answer (see send), until that read is done.
+	uw := getWriter(nil)
+	defer putWriter(uw)
+	for attempt, stale := 0, 0; ; attempt++ {
+		// A request without a body is checked against a pooled connection's closing
+		// just before it is written (lazily, see h1Pool.get); one with a body before its
+		// body is taken from the read buffer, so that another connection can be tried.
+		up, reused, err := hc.h.h1pool.get(context.Background(), key, body == 0 && stale < h1MaxIdlePerAddr)
 		hc.up.Store(up)
 		if err != nil {
 			hc.rd.discard(head)
@@ -361,18 +415,35 @@ func (hc *h1conn) proxy() (keep bool) {
 			}
 			return hc.fail(start, proto, err, keep)
 		}
-		reqBytes, sendErr := hc.send(up, head, body)
+		reqBytes, sendErr := hc.send(up, uw, head, body)
 		if sendErr != nil && errors.Is(sendErr, errDownstream) {
 			_ = up.rd.c.Close()
 			return false // the client went away mid-body
 		}
-		if body > 0 {
-			head, body = 0, 0 // sent: what follows is the response
+		var ok, keepUp bool
+		var code int
+		var respBytes int64
+		if !errors.Is(sendErr, errStale) {
+			if body > 0 {
+				head, body = 0, 0 // sent: what follows is the response
+			}
+			ok, code, respBytes, keepUp, err = hc.respond(w, up, &keep, sendErr)
+		} else {
+			err = sendErr
 		}
-		ok, code, respBytes, keepUp, err := hc.respond(w, up, &keep, sendErr)
-		if err != nil && !ok && code == 0 && reused && retry && attempt == 0 && !hc.sent1xx && len(up.rd.buffered()) == 0 {
-			_ = up.rd.c.Close()
-			continue
+		if err != nil && !ok && code == 0 {
+			// The upstream had closed a pooled connection: nothing was sent on it.
+			if errors.Is(err, errStale) {
+				_ = up.rd.c.Close()
+				attempt--
+				stale++
+				continue
+			}
+			// Sent on a pooled connection that turned out to be closed.
+			if reused && retry && attempt == 0 && !hc.sent1xx && len(up.rd.buffered()) == 0 {
+				_ = up.rd.c.Close()
+				continue
+			}
 		}
 		if head > 0 {
 			hc.rd.discard(head)
@@ -404,10 +475,17 @@ func (hc *h1conn) proxy() (keep bool) {
 var errDownstream = errors.New("client connection failed")
 
 // send writes the request head (the first head bytes of the read buffer, which stay in
-// it) and the body (consumed) to up. It returns the body bytes sent.
-func (hc *h1conn) send(up *h1Upstream, head int, body int64) (int64, error) {
-	w := getWriter(up.out)
-	defer putWriter(w)
+// it) and the body (consumed) to up, through w. It returns the body bytes sent.
+//
+// A request that fits in w whole and has no body is not written here: it goes out from
+// inside the read of its answer (sockReader.send), which saves that read a system call
+// that would find nothing, and w keeps it until then.
+func (hc *h1conn) send(up *h1Upstream, w *bufio.Writer, head int, body int64) (int64, error) {
+	w.Reset(up.out)
+	var writes uint32
+	if up.sw != nil {
+		writes = up.sw.writes
+	}
 	hc.writeRequestHead(w)
 	var sent int64
 	if body > 0 {
@@ -429,7 +507,14 @@ func (hc *h1conn) send(up *h1Upstream, head int, body int64) (int64, error) {
 			sent += int64(n)
 		}
 	}
-	return sent, w.Flush()
+	if body == 0 && up.sw != nil && up.rd.sock != nil && up.sw.writes == writes {
+		up.sw.deferTo = up.rd.sock
+	}
+	err := w.Flush()
+	if up.sw != nil {
+		up.sw.deferTo = nil
+	}
+	return sent, err
 }
 
 // writeRequestHead writes the request as the app sent it, less the hop-by-hop fields,
@@ -487,8 +572,12 @@ func (hc *h1conn) respond(w *bufio.Writer, up *h1Upstream, keep *bool, sendErr e
 			return false, 0, 0, false, errBadResponse
 		}
 		if hn == h1More {
-			if err := up.rd.fill(maxH1ResponseHead); err != nil {
-				if sendErr != nil {
+			err := up.rd.fill(maxH1ResponseHead)
+			if sendErr == nil {
+				sendErr = up.sendErr()
+			}
+			if err != nil {
+				if sendErr != nil && !errors.Is(err, errStale) {
 					err = sendErr // the upstream stopped reading the request first
 				}
 				return false, 0, 0, false, err

@@ -38,18 +38,39 @@ func readableTCP(c net.Conn) *net.TCPConn {
 type sockReader struct {
 	rc  syscall.RawConn
 	fn  func(fd uintptr) bool // rawRead, made once: a method value passed on allocates
+	pk  func(fd uintptr)      // peek into n, made once for the same reason
 	buf func() []byte         // the owner's free buffer space, taking a buffer if it has none
 	// idle runs when there is nothing to read, before the wait: the owner may give an
 	// empty buffer back, and returns false to end the read (with errIdleEnded) instead.
 	idle func() bool
+	// got, when set, takes the bytes of each read (n of them, put in the owner's buffer
+	// space) instead of read's caller, and returns true to have the read go on for more.
+	// After a read shorter than the space offered, the socket was empty: the runtime's
+	// poller marks it readable for any byte that comes later, and nothing clears that
+	// mark before the wait, since the read (RawConn.Read) is still the same one. So the
+	// next step is the wait, not a read that would find nothing. (A fresh RawConn.Read
+	// clears the mark as it begins, which is why its first step is always a read.)
+	got func(n int) bool
+	// pending is a request to send before the read waits for its answer (see send):
+	// written from inside the read, after a check when check is set. werr is the error
+	// that write met, if any.
+	pending []byte
+	werr    error
 	// hold keeps the buffer while waiting (its bytes may still be referred to).
 	hold bool
-	n    int
-	err  error
+	// check: before pending goes out, make sure the peer has neither closed the
+	// connection nor sent anything (it is a pooled one): errStale if it has.
+	check bool
+	n     int
+	err   error
 }
 
 // errIdleEnded is a read that the owner ended as it went idle.
 var errIdleEnded = errors.New("read ended on going idle")
+
+// errStale is a pooled connection found closed, or with unasked-for bytes, before
+// anything was written to it.
+var errStale = errors.New("pooled connection closed by upstream")
 
 func newSockReader(c *net.TCPConn, buf func() []byte, idle func() bool) *sockReader {
 	rc, err := c.SyscallConn()
@@ -58,40 +79,128 @@ func newSockReader(c *net.TCPConn, buf func() []byte, idle func() bool) *sockRea
 	}
 	s := &sockReader{rc: rc, buf: buf, idle: idle}
 	s.fn = s.rawRead
+	s.pk = func(fd uintptr) { s.n = peek(fd) }
 	return s
 }
 
+// closedByPeer is peerClosed for the socket s reads, without allocating.
+func (s *sockReader) closedByPeer() bool {
+	s.n = -1
+	if err := s.rc.Control(s.pk); err != nil {
+		return true
+	}
+	return s.n >= 0
+}
+
 // read reads once, waiting (with no buffer held) until there is something to read.
+// With pending set, it first sends that, and waits for the answer without looking.
 func (s *sockReader) read() (int, error) {
 	s.n, s.err = 0, nil
-	if err := s.rc.Read(s.fn); err != nil {
+	err := s.rc.Read(s.fn)
+	if err == nil && s.pending != nil && s.err == nil {
+		// The send buffer filled before the request was all out: the rest goes out
+		// through the poller, and the read looks first, as a plain one does.
+		err = s.writeRest()
+		if err == nil {
+			err = s.rc.Read(s.fn)
+		}
+	}
+	s.pending, s.check = nil, false
+	if err != nil {
 		return 0, err
 	}
 	return s.n, s.err
 }
 
+func (s *sockReader) writeRest() error {
+	w := sockWriter{rc: s.rc, p: s.pending}
+	s.pending = nil
+	if err := s.rc.Write(w.rawWrite); err != nil {
+		return err
+	}
+	s.werr = w.err
+	return nil
+}
+
 func (s *sockReader) rawRead(fd uintptr) bool {
-	p := s.buf()
+	if s.pending != nil {
+		if !s.send(fd) {
+			return true
+		}
+		if s.werr == nil {
+			return s.wait() // nothing can have come before the request went
+		}
+	}
 	for {
+		p := s.buf()
 		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 		switch {
 		case errno == syscall.EINTR:
 			continue
 		case errno == syscall.EAGAIN:
-			if !s.hold && !s.idle() {
-				s.err = errIdleEnded
-				return true
-			}
-			return false
+			return s.wait()
 		case errno != 0:
 			s.err = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", errno)}
 		case n == 0:
 			s.err = io.EOF
+		case s.got != nil:
+			if !s.got(int(n)) {
+				return true
+			}
+			if int(n) < len(p) {
+				return s.wait() // the socket was empty: see got
+			}
+			continue
 		default:
 			s.n = int(n)
 		}
 		return true
 	}
+}
+
+// wait is the step to the poller's wait when there is nothing to read: false, unless
+// the owner ends the read as it goes idle.
+func (s *sockReader) wait() bool {
+	if !s.hold && !s.idle() {
+		s.err = errIdleEnded
+		return true
+	}
+	return false
+}
+
+// send writes pending from inside the read. It returns false when the read is to end
+// at once: the connection is stale (errStale), or the send buffer is full (pending
+// keeps the rest). After a write error the read goes on: the upstream may have answered
+// before it closed.
+//
+// Writing here rather than before the read saves the read that would find nothing:
+// the answer cannot come before the request has gone, and this read's wait began
+// (RawConn.Read cleared the poller's mark) before the write, so the mark the answer
+// sets is not lost.
+func (s *sockReader) send(fd uintptr) bool {
+	if s.check {
+		s.check = false
+		if peek(fd) >= 0 {
+			s.pending, s.err = nil, errStale
+			return false
+		}
+	}
+	for len(s.pending) > 0 {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(s.pending))), uintptr(len(s.pending)))
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno == syscall.EAGAIN:
+			return false
+		case errno != 0:
+			s.werr = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
+			s.pending = nil
+			return true
+		}
+		s.pending = s.pending[n:]
+	}
+	s.pending = nil
+	return true
 }
 
 // sockWriter writes to a TCP socket with raw write(2) calls, waiting through the poller
@@ -102,20 +211,45 @@ type sockWriter struct {
 	p   []byte
 	n   int
 	err error
+	// writes counts the Write calls that wrote (see send in h1proxy.go).
+	writes uint32
+	// check: before the next write, make sure the peer has neither closed the connection
+	// nor sent anything (it is a pooled one): errStale, with nothing written, if it has.
+	check bool
+	// deferTo, when set, takes the next Write's bytes instead: they go out from inside
+	// the read of the answer (sockReader.send), the check with them.
+	deferTo *sockReader
 }
 
-// newSockWriter returns a writer for c, or c itself if its RawConn is not to be had.
-func newSockWriter(c *net.TCPConn) io.Writer {
+// newSockWriter returns a writer for c, or nil if its RawConn is not to be had.
+func newSockWriter(c *net.TCPConn) *sockWriter {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return c
+		return nil
 	}
 	w := &sockWriter{rc: rc}
 	w.fn = w.rawWrite
 	return w
 }
 
+// writerFor is a sockWriter on c when there is one to be had, else c.
+func writerFor(c *net.TCPConn) io.Writer {
+	if w := newSockWriter(c); w != nil {
+		return w
+	}
+	return c
+}
+
+// Write writes p, or with deferTo set hands it over unwritten: p must then stay as it
+// is until that read is done.
 func (w *sockWriter) Write(p []byte) (int, error) {
+	if r := w.deferTo; r != nil {
+		w.deferTo = nil
+		r.pending, r.check, r.werr = p, w.check, nil
+		w.check = false
+		return len(p), nil
+	}
+	w.writes++
 	w.p, w.n, w.err = p, 0, nil
 	err := w.rc.Write(w.fn)
 	w.p = nil
@@ -126,6 +260,13 @@ func (w *sockWriter) Write(p []byte) (int, error) {
 }
 
 func (w *sockWriter) rawWrite(fd uintptr) bool {
+	if w.check {
+		w.check = false
+		if peek(fd) >= 0 {
+			w.err = errStale
+			return true
+		}
+	}
 	for len(w.p) > 0 {
 		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.p))), uintptr(len(w.p)))
 		switch {
