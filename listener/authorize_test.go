@@ -71,7 +71,12 @@ func inboundPort(t testing.TB, s *Server, dst netip.AddrPort) netip.AddrPort {
 			if err != nil {
 				return
 			}
+			if !s.begin() { // as Serve does
+				_ = c.Close()
+				return
+			}
 			go func() {
+				defer s.active.Done()
 				cn := conn{id: s.connID.Add(1), dir: Inbound, dst: dst, src: c.RemoteAddr().(*net.TCPAddr).AddrPort()}
 				if s.mesh != nil {
 					cn.localID = s.mesh.src.Current().ID.String()

@@ -115,7 +115,12 @@ func countedPort(t testing.TB, s *Server, dir Direction, dst netip.AddrPort, acc
 			if accepted != nil {
 				accepted.Add(1)
 			}
+			if !s.begin() { // as Serve does
+				_ = c.Close()
+				return
+			}
 			go func() {
+				defer s.active.Done()
 				log := zerolog.Nop()
 				cn := conn{id: s.connID.Add(1), dir: dir, dst: dst, localID: s.mesh.src.Current().ID.String()}
 				if dir == Outbound {

@@ -250,7 +250,10 @@ func relayPort(t *testing.T, s *Server, dst netip.AddrPort) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			s.active.Add(1) // as Serve does
+			if !s.begin() { // as Serve does
+				_ = c.Close()
+				return
+			}
 			go func() {
 				defer s.active.Done()
 				s.handleTo(c, Outbound, s.connID.Add(1), dst)

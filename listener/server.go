@@ -43,6 +43,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
+	stopping  bool // set by Shutdown, under mu: see begin
 	// kill is cancelled when the drain deadline passes: connections still open are closed.
 	kill       context.Context
 	killCancel context.CancelFunc
@@ -134,12 +135,29 @@ func (s *Server) Serve(ln *net.TCPListener, dir Direction) error {
 			continue
 		}
 		backoff = 0
-		s.active.Add(1)
+		if !s.begin() {
+			_ = c.Close() // accepted as Shutdown closed the listener
+			return nil
+		}
 		go func() {
 			defer s.active.Done()
 			s.handle(c, dir)
 		}()
 	}
+}
+
+// begin counts a connection in active, unless Shutdown has begun. Under mu with
+// Shutdown's flag, so that no count can start while Shutdown waits for the count to
+// reach zero (WaitGroup requires an Add from zero to come before the Wait); a
+// connection's later Adds come while it is counted.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.active.Add(1)
+	return true
 }
 
 // handle serves one accepted connection: it finds the original destination, works out
@@ -576,6 +594,7 @@ func isExpected(err error) bool {
 // then closes those left. It returns the number of connections it had to cut.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
+	s.stopping = true
 	for _, ln := range s.listeners {
 		_ = ln.Close()
 	}
