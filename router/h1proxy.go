@@ -66,6 +66,12 @@ type h1conn struct {
 	// ends the connection.
 	serveFn func(n int) bool
 	ended   bool
+	// tcp is the client's socket, when it is a plain TCP one; since is when the request
+	// in flight began (UnixNano), 0 between requests; gone is set when the client closed
+	// its end during the request (see watchGone).
+	tcp   *net.TCPConn
+	since atomic.Int64
+	gone  atomic.Bool
 }
 
 const (
@@ -80,7 +86,8 @@ type h1Conns struct{ connSet[*h1conn] }
 
 // closeIdle closes the connections waiting for a request; with all set, every one.
 func (t *h1Conns) closeIdle(all bool) {
-	t.each(func(hc *h1conn) {
+	// Not under the set's lock: a Close may wait (see below).
+	for _, hc := range t.list() {
 		if all || hc.state.CompareAndSwap(h1Idle, h1Closed) {
 			hc.state.Store(h1Closed)
 			// The upstream first: a request served inside the client's read
@@ -91,7 +98,7 @@ func (t *h1Conns) closeIdle(all bool) {
 			}
 			_ = hc.c.Close()
 		}
-	})
+	}
 }
 
 // shutdown stops the fast path: no new connections, idle ones closed now, busy ones
@@ -112,6 +119,7 @@ func (h *HTTP) serveH1(c Conn) {
 	if tb, ok := c.(tcpBacked); ok {
 		if tcp, _ := tb.TCP(); tcp != nil {
 			hc.out = writerFor(tcp) // bytes still to replay are read, not written
+			hc.tcp = tcp
 		}
 	}
 	if !h.h1.add(hc) {
@@ -391,7 +399,9 @@ func (hc *h1conn) proxy() (keep bool) {
 	head := req.size
 	body := max(req.contentLength, 0)
 	key := h1Key{inbound: m.Direction == "inbound", addr: m.Dst}
-	defer hc.up.Store(nil)
+	hc.gone.Store(false)
+	hc.since.Store(start.UnixNano())
+	defer hc.endRequest()
 	// A request without a body may be sent again on a new connection if a pooled one
 	// turns out to have been closed by the upstream, when that is safe (as net/http).
 	retry := body == 0 && idempotent(req.method)
@@ -431,6 +441,15 @@ func (hc *h1conn) proxy() (keep bool) {
 		} else {
 			err = sendErr
 		}
+		if hc.gone.Load() {
+			// The client went away while the upstream kept it waiting (watchGone).
+			_ = up.rd.c.Close()
+			if code == 0 {
+				code = 499
+			}
+			hc.stats.record(time.Since(start), proto, code, "", telemetry.FlagNone, reqBytes, respBytes)
+			return false
+		}
 		if err != nil && !ok && code == 0 {
 			// The upstream had closed a pooled connection: nothing was sent on it.
 			if errors.Is(err, errStale) {
@@ -458,7 +477,9 @@ func (hc *h1conn) proxy() (keep bool) {
 			_ = w.Flush()
 			return false
 		}
-		if keepUp {
+		// Taken back from hc.up first: watchGone closes only a connection it takes
+		// from there, so never one back in the pool.
+		if keepUp && hc.up.CompareAndSwap(up, nil) {
 			hc.h.h1pool.put(up)
 		} else {
 			_ = up.rd.c.Close()
@@ -469,6 +490,12 @@ func (hc *h1conn) proxy() (keep bool) {
 		}
 		return keep && !hc.h.h1.closing.Load()
 	}
+}
+
+// endRequest marks the end of the request in flight.
+func (hc *h1conn) endRequest() {
+	hc.up.Store(nil)
+	hc.since.Store(0)
 }
 
 // errDownstream marks a failure to read the request body from the client.

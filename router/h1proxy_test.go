@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -897,6 +898,60 @@ func TestH1PipelinedWhileServing(t *testing.T) {
 		}
 		t.Logf("round %d served", round)
 	}
+}
+
+// TestH1ClientGone: a client that closes its connection while its request waits for
+// the upstream has the upstream connection closed too (the upstream's work for it ends),
+// within about a second, and the request is counted as 499, as on the standard path; it
+// is not sent again. A client that stays gets a response however late it comes.
+func TestH1ClientGone(t *testing.T) {
+	t.Run("gone", func(t *testing.T) {
+		started, cut := make(chan struct{}, 1), make(chan struct{})
+		b := startRawBackend(t, func(_ int64, c net.Conn, br *bufio.Reader) {
+			if _, _, err := readReq(br); err != nil {
+				return
+			}
+			started <- struct{}{}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := br.ReadByte(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				close(cut)
+			}
+		})
+		p := startProxy(t, b.addr, true)
+		c := dialRaw(t, p.addr)
+		c.send(t, "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+		<-started
+		gone := time.Now()
+		_ = c.Close()
+		select {
+		case <-cut:
+			t.Logf("upstream connection closed %v after the client's", time.Since(gone).Round(time.Millisecond))
+		case <-time.After(5 * time.Second):
+			t.Fatal("the upstream connection outlived its client by 5 s")
+		}
+		l := labelsOf(b.addr, "http", "499", "")
+		if !waitFor(2*time.Second, func() bool { return requestCount(t, p, l...) == 1 }) {
+			t.Errorf("skiff_requests_total{499} = %v, want 1", requestCount(t, p, l...))
+		}
+		if n := b.accepts.Load(); n != 1 {
+			t.Errorf("%d upstream connections: the request was sent again", n)
+		}
+	})
+	t.Run("stays", func(t *testing.T) {
+		b := startRawBackend(t, answerEach(func(*http.Request) string {
+			time.Sleep(3 * h1GoneEvery)
+			return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate"
+		}))
+		p := startProxy(t, b.addr, true)
+		c := dialRaw(t, p.addr)
+		for range 2 {
+			c.send(t, "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+			expectResponse(t, c, "GET", 200, "late")
+		}
+		if n := b.accepts.Load(); n != 1 {
+			t.Errorf("%d upstream connections, want 1: the first was not pooled", n)
+		}
+	})
 }
 
 // TestH1ShutdownAnnouncesClose: a response that starts after Shutdown began says

@@ -80,7 +80,6 @@ type HTTP struct {
 	cfg  *config.Config
 	rt   *Router
 	pool *bufferPool
-	done chan struct{}
 	// mirrorSlots bounds the mirrored copies in flight.
 	mirrorSlots chan struct{}
 	// The HTTP/1.1 fast path (h1proxy.go): its connections and upstream pool.
@@ -98,12 +97,13 @@ const XFCC = "X-Forwarded-Client-Cert"
 // NewHTTP returns the proxy; Serve must run for it to take connections.
 func NewHTTP(cfg *config.Config, rt *Router, log zerolog.Logger, m *telemetry.Metrics, dial DialFunc) *HTTP {
 	h := &HTTP{log: log, metrics: m, ln: newConnListener(), proxies: map[string][2]*httputil.ReverseProxy{},
-		cfg: cfg, rt: rt, pool: &bufferPool{}, done: make(chan struct{}), mirrorSlots: make(chan struct{}, maxMirrors),
+		cfg: cfg, rt: rt, pool: &bufferPool{}, mirrorSlots: make(chan struct{}, maxMirrors),
 		dial: dial}
 	for _, dir := range []string{"inbound", "outbound"} {
 		h.proxies[dir] = h.proxyPair(dir, dial)
 	}
 	h.h1pool = newH1Pool(dial)
+	go h.h1.watchGone(h.h1pool.done)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
