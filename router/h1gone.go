@@ -5,7 +5,7 @@ import (
 )
 
 // A request on the fast path waits for its response without reading its client: the
-// client's socket may even be held by the read that brought the request (serveInRead).
+// client's socket may even be held by the read that brought the request (take).
 // A client that went away meanwhile would keep the upstream connection, and whatever
 // the upstream is doing for it (a long poll, a slow query), until the response came.
 // net/http's server notices with a read in the background and cancels the request;
@@ -15,6 +15,9 @@ import (
 // request ends as 499, as on the standard path. A client that has sent a next request
 // (pipelining) is taken to be there.
 const h1GoneEvery = 500 * time.Millisecond
+
+// h1Gone is h1conn.since for a request whose client went away.
+const h1Gone = -1
 
 // watchGone runs until done is closed.
 func (t *h1Conns) watchGone(done <-chan struct{}) {
@@ -30,7 +33,7 @@ func (t *h1Conns) watchGone(done <-chan struct{}) {
 		cutoff := time.Now().Add(-h1GoneEvery).UnixNano()
 		waiting = waiting[:0]
 		t.each(func(hc *h1conn) {
-			if since := hc.since.Load(); hc.tcp != nil && since != 0 && since < cutoff {
+			if since := hc.since.Load(); since > 0 && since < cutoff {
 				waiting = append(waiting, hc)
 			}
 		})
@@ -43,10 +46,11 @@ func (t *h1Conns) watchGone(done <-chan struct{}) {
 
 // checkGone ends the request in flight if its client has closed its end.
 func (hc *h1conn) checkGone() {
-	rc, err := hc.tcp.SyscallConn()
-	if err != nil {
+	sw, ok := hc.out.(*sockWriter) // a plain TCP client (set before the watcher sees hc)
+	if !ok {
 		return
 	}
+	rc := sw.rc
 	r := -1
 	if rc.Control(func(fd uintptr) { r = peek(fd) }) != nil || r != 0 {
 		return // closed here already, or still there
@@ -55,6 +59,6 @@ func (hc *h1conn) checkGone() {
 	if up == nil || !hc.up.CompareAndSwap(up, nil) {
 		return // the request has ended
 	}
-	hc.gone.Store(true)
+	hc.since.Store(h1Gone)
 	_ = up.rd.c.Close()
 }

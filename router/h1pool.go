@@ -213,7 +213,9 @@ func (p *h1Pool) get(ctx context.Context, key h1Key, lazy bool) (up *h1Upstream,
 		if up.sw = newSockWriter(tcp); up.sw != nil {
 			up.out = up.sw
 		}
-		up.rd.sock = newSockReader(tcp, up.rd.space, up.rd.idle)
+		if up.rd.sock = newSockReader(tcp, up.rd.space, up.rd.idle); up.rd.sock != nil {
+			up.rd.sock.sending()
+		}
 	}
 	return up, false, nil
 }
@@ -230,7 +232,7 @@ func (up *h1Upstream) closedByPeer() bool {
 // sendErr is the error met by a request written from inside the read of its answer.
 func (up *h1Upstream) sendErr() error {
 	if up.rd.sock != nil {
-		return up.rd.sock.werr
+		return up.rd.sock.snd.werr
 	}
 	return nil
 }

@@ -62,16 +62,9 @@ type h1conn struct {
 	// up is the upstream connection of the request in flight, for Shutdown to close
 	// when its time is up (the goroutine may be waiting on it, not on c).
 	up atomic.Pointer[h1Upstream]
-	// serveFn is serveInRead, made once; ended is set when a request served there
-	// ends the connection.
-	serveFn func(n int) bool
-	ended   bool
-	// tcp is the client's socket, when it is a plain TCP one; since is when the request
-	// in flight began (UnixNano), 0 between requests; gone is set when the client closed
-	// its end during the request (see watchGone).
-	tcp   *net.TCPConn
+	// since is when the request in flight began (UnixNano), 0 between requests, and
+	// h1Gone once the client closed its end during the request (see watchGone).
 	since atomic.Int64
-	gone  atomic.Bool
 }
 
 const (
@@ -91,7 +84,7 @@ func (t *h1Conns) closeIdle(all bool) {
 		if all || hc.state.CompareAndSwap(h1Idle, h1Closed) {
 			hc.state.Store(h1Closed)
 			// The upstream first: a request served inside the client's read
-			// (serveInRead) holds the client's socket, whose Close waits for that read
+			// (take) holds the client's socket, whose Close waits for that read
 			// to end, and the read ends when the upstream fails.
 			if up := hc.up.Load(); up != nil {
 				_ = up.rd.c.Close()
@@ -119,7 +112,6 @@ func (h *HTTP) serveH1(c Conn) {
 	if tb, ok := c.(tcpBacked); ok {
 		if tcp, _ := tb.TCP(); tcp != nil {
 			hc.out = writerFor(tcp) // bytes still to replay are read, not written
-			hc.tcp = tcp
 		}
 	}
 	if !h.h1.add(hc) {
@@ -212,30 +204,29 @@ func (hc *h1conn) waitRequest() bool {
 	}
 	if hc.rd.sock == nil {
 		hc.rd.sock = newSockReader(tcp, hc.wakeBuf, hc.sleepBuf)
-		hc.serveFn = hc.serveInRead
 	}
 	// One read when the request is already there; else the connection goes idle (and
 	// gives its buffer back) inside the read, before the poller waits, and active again
 	// when it wakes. Requests that come whole are served inside the read.
 	s := hc.rd.sock
-	s.got = hc.serveFn
+	s.got = hc
 	_, err := s.read()
 	s.got = nil
 	// The idle deadline stays while the head is read (it usually arrives whole, and the
 	// header timeout is set only if it did not): one timer update per request.
-	return err == nil && !hc.ended && len(hc.rd.buffered()) > 0 && hc.state.Load() == h1Active
+	return err == nil && len(hc.rd.buffered()) > 0 && hc.state.Load() == h1Active
 }
 
-// serveInRead takes the n bytes the client's read brought (sockReader.got) and serves
+// take takes the n bytes the client's read brought (sockReader.got) and serves
 // the requests among them that came whole, body included, and that the fast path
 // takes, from inside the read. It returns true when all were served: the read then
 // waits for the next request without first reading to find nothing (see
-// sockReader.got). Anything else (a head cut short, a body still to come, a request
+// taker). Anything else (a head cut short, a body still to come, a request
 // for net/http, an error) is left to readRequest.
 //
 // Nothing here may read the client, whose socket the read holds: whole requests need
 // no read, and the response goes out through the write side.
-func (hc *h1conn) serveInRead(n int) bool {
+func (hc *h1conn) take(n int) bool {
 	hc.rd.w += n
 	for {
 		if hc.state.Load() != h1Active || hc.h.h1.closing.Load() {
@@ -251,7 +242,7 @@ func (hc *h1conn) serveInRead(n int) bool {
 			return false
 		}
 		if !hc.proxy() {
-			hc.ended = true
+			hc.state.Store(h1Closed) // the connection ends here
 			return false
 		}
 		if len(hc.rd.buffered()) == 0 {
@@ -399,7 +390,6 @@ func (hc *h1conn) proxy() (keep bool) {
 	head := req.size
 	body := max(req.contentLength, 0)
 	key := h1Key{inbound: m.Direction == "inbound", addr: m.Dst}
-	hc.gone.Store(false)
 	hc.since.Store(start.UnixNano())
 	defer hc.endRequest()
 	// A request without a body may be sent again on a new connection if a pooled one
@@ -441,7 +431,7 @@ func (hc *h1conn) proxy() (keep bool) {
 		} else {
 			err = sendErr
 		}
-		if hc.gone.Load() {
+		if hc.since.Load() == h1Gone {
 			// The client went away while the upstream kept it waiting (watchGone).
 			_ = up.rd.c.Close()
 			if code == 0 {

@@ -38,31 +38,40 @@ func readableTCP(c net.Conn) *net.TCPConn {
 type sockReader struct {
 	rc  syscall.RawConn
 	fn  func(fd uintptr) bool // rawRead, made once: a method value passed on allocates
-	pk  func(fd uintptr)      // peek into n, made once for the same reason
 	buf func() []byte         // the owner's free buffer space, taking a buffer if it has none
 	// idle runs when there is nothing to read, before the wait: the owner may give an
 	// empty buffer back, and returns false to end the read (with errIdleEnded) instead.
 	idle func() bool
-	// got, when set, takes the bytes of each read (n of them, put in the owner's buffer
-	// space) instead of read's caller, and returns true to have the read go on for more.
-	// After a read shorter than the space offered, the socket was empty: the runtime's
-	// poller marks it readable for any byte that comes later, and nothing clears that
-	// mark before the wait, since the read (RawConn.Read) is still the same one. So the
-	// next step is the wait, not a read that would find nothing. (A fresh RawConn.Read
-	// clears the mark as it begins, which is why its first step is always a read.)
-	got func(n int) bool
-	// pending is a request to send before the read waits for its answer (see send):
-	// written from inside the read, after a check when check is set. werr is the error
-	// that write met, if any.
-	pending []byte
-	werr    error
+	// got, when set, takes the bytes of each read instead of read's caller (see taker).
+	got taker
+	// snd is the sending side of an upstream connection's reader (see sockSend).
+	snd *sockSend
 	// hold keeps the buffer while waiting (its bytes may still be referred to).
 	hold bool
-	// check: before pending goes out, make sure the peer has neither closed the
-	// connection nor sent anything (it is a pooled one): errStale if it has.
-	check bool
-	n     int
-	err   error
+	n    int
+	err  error
+}
+
+// taker takes the n bytes a read put in its owner's buffer space, and returns true to
+// have the read go on for more.
+//
+// After a read shorter than the space offered, the socket was empty: the runtime's
+// poller marks it readable for any byte that comes later, and nothing clears that mark
+// before the wait, since the read (RawConn.Read) is still the same one. So the next step
+// is the wait, not a read that would find nothing. (A fresh RawConn.Read clears the mark
+// as it begins, which is why its first step is always a read.)
+type taker interface{ take(n int) bool }
+
+// sockSend is what a reader needs to send a request from inside the read of its answer
+// (see send): only upstream connections have one.
+type sockSend struct {
+	// pending is the request, written after a check when check is set (the peer has
+	// neither closed the connection nor sent anything: errStale if it has).
+	pending []byte
+	check   bool
+	werr    error            // the error that write met, if any
+	pk      func(fd uintptr) // peek into peeked, made once (closedByPeer)
+	peeked  int
 }
 
 // errIdleEnded is a read that the owner ended as it went idle.
@@ -79,33 +88,42 @@ func newSockReader(c *net.TCPConn, buf func() []byte, idle func() bool) *sockRea
 	}
 	s := &sockReader{rc: rc, buf: buf, idle: idle}
 	s.fn = s.rawRead
-	s.pk = func(fd uintptr) { s.n = peek(fd) }
 	return s
 }
 
-// closedByPeer is peerClosed for the socket s reads, without allocating.
+// sending gives s the means to send (sockSend).
+func (s *sockReader) sending() *sockReader {
+	snd := &sockSend{}
+	snd.pk = func(fd uintptr) { snd.peeked = peek(fd) }
+	s.snd = snd
+	return s
+}
+
+// closedByPeer is peerClosed for the socket s reads (a sending one), without allocating.
 func (s *sockReader) closedByPeer() bool {
-	s.n = -1
-	if err := s.rc.Control(s.pk); err != nil {
+	s.snd.peeked = -1
+	if err := s.rc.Control(s.snd.pk); err != nil {
 		return true
 	}
-	return s.n >= 0
+	return s.snd.peeked >= 0
 }
 
 // read reads once, waiting (with no buffer held) until there is something to read.
-// With pending set, it first sends that, and waits for the answer without looking.
+// With a request pending, it first sends that, and waits for the answer without looking.
 func (s *sockReader) read() (int, error) {
 	s.n, s.err = 0, nil
 	err := s.rc.Read(s.fn)
-	if err == nil && s.pending != nil && s.err == nil {
-		// The send buffer filled before the request was all out: the rest goes out
-		// through the poller, and the read looks first, as a plain one does.
-		err = s.writeRest()
-		if err == nil {
-			err = s.rc.Read(s.fn)
+	if snd := s.snd; snd != nil {
+		if err == nil && snd.pending != nil && s.err == nil {
+			// The send buffer filled before the request was all out: the rest goes out
+			// through the poller, and the read looks first, as a plain one does.
+			err = s.writeRest()
+			if err == nil {
+				err = s.rc.Read(s.fn)
+			}
 		}
+		snd.pending, snd.check = nil, false
 	}
-	s.pending, s.check = nil, false
 	if err != nil {
 		return 0, err
 	}
@@ -113,21 +131,21 @@ func (s *sockReader) read() (int, error) {
 }
 
 func (s *sockReader) writeRest() error {
-	w := sockWriter{rc: s.rc, p: s.pending}
-	s.pending = nil
+	w := sockWriter{rc: s.rc, p: s.snd.pending}
+	s.snd.pending = nil
 	if err := s.rc.Write(w.rawWrite); err != nil {
 		return err
 	}
-	s.werr = w.err
+	s.snd.werr = w.err
 	return nil
 }
 
 func (s *sockReader) rawRead(fd uintptr) bool {
-	if s.pending != nil {
+	if snd := s.snd; snd != nil && snd.pending != nil {
 		if !s.send(fd) {
 			return true
 		}
-		if s.werr == nil {
+		if snd.werr == nil {
 			return s.wait() // nothing can have come before the request went
 		}
 	}
@@ -144,11 +162,11 @@ func (s *sockReader) rawRead(fd uintptr) bool {
 		case n == 0:
 			s.err = io.EOF
 		case s.got != nil:
-			if !s.got(int(n)) {
+			if !s.got.take(int(n)) {
 				return true
 			}
 			if int(n) < len(p) {
-				return s.wait() // the socket was empty: see got
+				return s.wait() // the socket was empty: see taker
 			}
 			continue
 		default:
@@ -168,38 +186,39 @@ func (s *sockReader) wait() bool {
 	return false
 }
 
-// send writes pending from inside the read. It returns false when the read is to end
-// at once: the connection is stale (errStale), or the send buffer is full (pending
-// keeps the rest). After a write error the read goes on: the upstream may have answered
-// before it closed.
+// send writes the pending request from inside the read. It returns false when the read
+// is to end at once: the connection is stale (errStale), or the send buffer is full
+// (pending keeps the rest). After a write error the read goes on: the upstream may have
+// answered before it closed.
 //
 // Writing here rather than before the read saves the read that would find nothing:
 // the answer cannot come before the request has gone, and this read's wait began
 // (RawConn.Read cleared the poller's mark) before the write, so the mark the answer
 // sets is not lost.
 func (s *sockReader) send(fd uintptr) bool {
-	if s.check {
-		s.check = false
+	snd := s.snd
+	if snd.check {
+		snd.check = false
 		if peek(fd) >= 0 {
-			s.pending, s.err = nil, errStale
+			snd.pending, s.err = nil, errStale
 			return false
 		}
 	}
-	for len(s.pending) > 0 {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(s.pending))), uintptr(len(s.pending)))
+	for len(snd.pending) > 0 {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(snd.pending))), uintptr(len(snd.pending)))
 		switch {
 		case errno == syscall.EINTR:
 			continue
 		case errno == syscall.EAGAIN:
 			return false
 		case errno != 0:
-			s.werr = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
-			s.pending = nil
+			snd.werr = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
+			snd.pending = nil
 			return true
 		}
-		s.pending = s.pending[n:]
+		snd.pending = snd.pending[n:]
 	}
-	s.pending = nil
+	snd.pending = nil
 	return true
 }
 
@@ -217,7 +236,8 @@ type sockWriter struct {
 	// nor sent anything (it is a pooled one): errStale, with nothing written, if it has.
 	check bool
 	// deferTo, when set, takes the next Write's bytes instead: they go out from inside
-	// the read of the answer (sockReader.send), the check with them.
+	// the read of the answer (sockReader.send), the check with them. It is a sending
+	// reader (sockSend).
 	deferTo *sockReader
 }
 
@@ -245,7 +265,7 @@ func writerFor(c *net.TCPConn) io.Writer {
 func (w *sockWriter) Write(p []byte) (int, error) {
 	if r := w.deferTo; r != nil {
 		w.deferTo = nil
-		r.pending, r.check, r.werr = p, w.check, nil
+		r.snd.pending, r.snd.check, r.snd.werr = p, w.check, nil
 		w.check = false
 		return len(p), nil
 	}

@@ -56,10 +56,10 @@ func TestSockReaderPendingFullSendBuffer(t *testing.T) {
 	}
 
 	buf := make([]byte, 64)
-	s := newSockReader(tcp, func() []byte { return buf }, func() bool { return true })
+	s := newSockReader(tcp, func() []byte { return buf }, func() bool { return true }).sending()
 	s.hold = true
 	request := bytes.Repeat([]byte("r"), 64<<10)
-	s.pending = request
+	s.snd.pending = request
 	type result struct {
 		n   int
 		err error
@@ -88,13 +88,13 @@ func TestSockReaderPendingFullSendBuffer(t *testing.T) {
 	}
 	select {
 	case r := <-done:
-		if r.err != nil || string(buf[:r.n]) != "ok" || s.werr != nil {
-			t.Fatalf("read: %q, %v (write error %v); want \"ok\"", buf[:r.n], r.err, s.werr)
+		if r.err != nil || string(buf[:r.n]) != "ok" || s.snd.werr != nil {
+			t.Fatalf("read: %q, %v (write error %v); want \"ok\"", buf[:r.n], r.err, s.snd.werr)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no answer read")
 	}
-	if s.pending != nil {
+	if s.snd.pending != nil {
 		t.Error("pending left set after the read")
 	}
 }
