@@ -197,29 +197,44 @@ func (s *sockReader) wait() bool {
 // sets is not lost.
 func (s *sockReader) send(fd uintptr) bool {
 	snd := s.snd
-	if snd.check {
-		snd.check = false
-		if peek(fd) >= 0 {
-			snd.pending, s.err = nil, errStale
-			return false
-		}
+	rest, err := writeSome(fd, snd.pending, snd.check)
+	snd.check = false
+	switch {
+	case err == errStale:
+		snd.pending, s.err = nil, errStale
+		return false
+	case err != nil:
+		snd.pending, snd.werr = nil, err
+		return true
+	case len(rest) > 0:
+		snd.pending = rest
+		return false
 	}
-	for len(snd.pending) > 0 {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(snd.pending))), uintptr(len(snd.pending)))
+	snd.pending = nil
+	return true
+}
+
+// writeSome writes p to fd until all of it is out or the send buffer is full, and
+// returns what is left. With check set it first makes sure the peer has neither closed
+// the connection nor sent anything (a pooled one), and writes nothing (errStale) if it
+// has.
+func writeSome(fd uintptr, p []byte, check bool) (rest []byte, err error) {
+	if check && peek(fd) >= 0 {
+		return p, errStale
+	}
+	for len(p) > 0 {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 		switch {
 		case errno == syscall.EINTR:
 			continue
 		case errno == syscall.EAGAIN:
-			return false
+			return p, nil
 		case errno != 0:
-			snd.werr = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
-			snd.pending = nil
-			return true
+			return p, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
 		}
-		snd.pending = snd.pending[n:]
+		p = p[n:]
 	}
-	snd.pending = nil
-	return true
+	return nil, nil
 }
 
 // sockWriter writes to a TCP socket with raw write(2) calls, waiting through the poller
@@ -280,26 +295,13 @@ func (w *sockWriter) Write(p []byte) (int, error) {
 }
 
 func (w *sockWriter) rawWrite(fd uintptr) bool {
-	if w.check {
-		w.check = false
-		if peek(fd) >= 0 {
-			w.err = errStale
-			return true
-		}
+	rest, err := writeSome(fd, w.p, w.check)
+	w.check = false
+	w.n += len(w.p) - len(rest)
+	w.p = rest
+	if err != nil {
+		w.err = err
+		return true
 	}
-	for len(w.p) > 0 {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.p))), uintptr(len(w.p)))
-		switch {
-		case errno == syscall.EINTR:
-			continue
-		case errno == syscall.EAGAIN:
-			return false // the send buffer is full: wait until it drains
-		case errno != 0:
-			w.err = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
-			return true
-		}
-		w.p = w.p[n:]
-		w.n += int(n)
-	}
-	return true
+	return len(rest) == 0 // false: the send buffer is full, wait until it drains
 }
