@@ -455,8 +455,13 @@ func (d *h2half) run() {
 		// one starts again when the socket has something. Where it cannot park, a fresh
 		// goroutine, whose stack stays at the minimum, waits instead of this one, whose
 		// stack grew with the frames it handled.
-		// The batch's scratch slices go too: an idle relay keeps only its state.
+		// The batch's scratch slices go too: an idle relay keeps only its state. So does
+		// the read buffer, unless it holds part of a frame: the read that ended may have
+		// ended before it waited (its deadline had passed while it handled a batch), so
+		// it did not give the buffer back. Under a burst of new connections that was
+		// most of them, each keeping 32 KiB until its next frame.
 		d.ins, d.segs, d.out, d.vec = nil, nil, nil, nil
+		d.in.idle()
 		if !d.pk.Failed() && park.Park(d, &d.pk, d.sock.rc) {
 			return
 		}

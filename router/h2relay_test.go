@@ -311,3 +311,50 @@ func TestH2RelayIdleParks(t *testing.T) {
 		t.Fatal("the parked relay did not end when its client closed")
 	}
 }
+
+// TestH2RelayParksWithoutBuffer: a direction parks without its 32 KiB read buffer even
+// when its last read ended before waiting. That happens when a batch took longer than
+// h2ParkAfter (a slow write, or a run queue long with a burst of new connections): the
+// read after it finds its deadline passed and ends without the wait that gives the
+// buffer back. Under a burst of 1,000 new h2c connections that left a few hundred
+// buffers held by parked relays.
+func TestH2RelayParksWithoutBuffer(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("directions park only on Linux")
+	}
+	b := startBackend(t, nil, true)
+	p := startProxy(t, b.addr, false)
+	c, _ := h2cClient()
+	if resp, body := send(t, c, p, "GET", "/", "app", ""); resp.StatusCode != 200 {
+		t.Fatalf("request: %d %q", resp.StatusCode, body)
+	}
+	var relay *h2relay
+	if !waitFor(5*time.Second, func() bool {
+		relay = nil
+		p.h.h2.each(func(r *h2relay) { relay = r })
+		return relay != nil && park.Parked(&relay.u2c.pk)
+	}) {
+		t.Fatal("the relay's upstream direction did not park")
+	}
+	d := &relay.u2c
+	if !park.Unpark(&d.pk) {
+		t.Fatal("the direction was woken meanwhile")
+	}
+	if d.in.buf != nil {
+		t.Fatal("the direction parked with a read buffer after a wait")
+	}
+	// What a late batch leaves: the batch's buffer, all of it handled, and a deadline
+	// that passed while it was handled.
+	d.in.space()
+	d.deadline = false
+	if err := d.src.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	d.run() // the read ends at once (errIdleEnded) and the direction parks again
+	if !park.Parked(&d.pk) {
+		t.Fatal("the direction did not park")
+	}
+	if d.in.buf != nil {
+		t.Fatal("the direction parked holding its read buffer")
+	}
+}
