@@ -27,7 +27,10 @@ const (
 	ipClient   = "10.166.0.1"
 	ipCaptured = "10.166.0.2" // the backend as the app sees it: skiff captures it
 	ipDirect   = "10.166.0.3" // the same backend, excluded from capture: direct, HAProxy and nginx use it
-	subnetBits = "24"
+	// ipHAProxyCaptured is an address no host has: a REDIRECT takes what is dialed to
+	// it to HAProxy (capturedHAProxy).
+	ipHAProxyCaptured = "10.166.0.4"
+	subnetBits        = "24"
 )
 
 // The CPUs things are pinned to (taskset): load generators and the backend share one, the

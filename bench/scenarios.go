@@ -99,6 +99,15 @@ func (m *meas) row(key, metric string, t *target, lower bool) row {
 	return row{Metric: metric, Values: vals, Errors: errs, Notes: m.notes[key], Target: t, Lower: lower}
 }
 
+// copy sets key for each of vs to its value of from, where it has one.
+func (m *meas) copy(key, from string, vs ...string) {
+	for _, v := range vs {
+		if x, ok := m.vals[from][v]; ok {
+			m.set(key, v, x)
+		}
+	}
+}
+
 // added sets key for every proxy as its value of from minus direct's.
 func (m *meas) added(key, from string) {
 	d, ok := m.vals[from][vDirect]
@@ -166,6 +175,13 @@ func (b *bench) scenarioMaxRate(ctx context.Context, run int) []row {
 				continue
 			}
 		}
+		if v == vHAProxy {
+			// First behind the capture skiff is behind (capturedHAProxy), next to skiff's
+			// run, as the machine's speed drifts over a minute.
+			if r, err := b.wrk(ctx, "http://"+capturedHAProxy+"/", b.set.Load.D()); err == nil {
+				m.set("rpsCap", v, r.RPS)
+			}
+		}
 		r, err := b.wrk(ctx, "http://"+addr(v, portHTTP)+"/", b.set.Load.D())
 		if err != nil {
 			m.fail(v, err)
@@ -174,8 +190,10 @@ func (b *bench) scenarioMaxRate(ctx context.Context, run int) []row {
 		m.set("rps", v, r.RPS)
 		m.set("p99", v, r.P99)
 	}
+	m.copy("rpsCap", "rps", vSkiff, vDirect)
 	return []row{
 		m.row("rps", "req/s", atLeast(1.0, vHAProxy), false),
+		m.row("rpsCap", "req/s, haproxy captured", nil, false),
 		m.row("p99", "p99 latency at max rate (µs)", nil, true),
 	}
 }
