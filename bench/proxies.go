@@ -252,8 +252,11 @@ func (b *bench) startBackend(ctx context.Context) error {
 // outlive the proxy's restarts), and puts HAProxy behind the same kind of capture for
 // the rows that price it (see capturedHAProxy).
 func (b *bench) installCapture(ctx context.Context) error {
+	// Its log (which names the iptables command) is on stderr, so not through b.exec.
+	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	full := nsArgv(nsClient, "", b.skiff, "init", "--config", filepath.Join(b.state, "skiff.yaml"))
-	out, err := exec.CommandContext(ctx, full[0], full[1:]...).CombinedOutput()
+	out, err := exec.CommandContext(ictx, full[0], full[1:]...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("skiff init: %w: %s", err, strings.TrimSpace(string(out)))
 	}

@@ -180,6 +180,8 @@ func (b *bench) scenarioMaxRate(ctx context.Context, run int) []row {
 			// run, as the machine's speed drifts over a minute.
 			if r, err := b.wrk(ctx, "http://"+capturedHAProxy+"/", b.set.Load.D()); err == nil {
 				m.set("rpsCap", v, r.RPS)
+			} else {
+				m.note("rpsCap", v, "behind the capture: "+err.Error())
 			}
 		}
 		r, err := b.wrk(ctx, "http://"+addr(v, portHTTP)+"/", b.set.Load.D())
