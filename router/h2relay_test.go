@@ -24,6 +24,14 @@ func (p *testProxy) relays() int {
 	return p.h.h2.len()
 }
 
+// lastRelay is one of the connections on the HTTP/2 relay (the only one, in the tests
+// that call it), or nil.
+func (p *testProxy) lastRelay() *h2relay {
+	var relay *h2relay
+	p.h.h2.each(func(r *h2relay) { relay = r })
+	return relay
+}
+
 // TestH2RelayForwards: an h2c connection nothing in the config applies to is relayed,
 // one upstream connection for it; a request gets an X-Request-Id unless it has one, and
 // is counted like one on the standard path.
@@ -292,10 +300,8 @@ func TestH2RelayIdleParks(t *testing.T) {
 	b := startBackend(t, nil, true)
 	p := startProxy(t, b.addr, false)
 	c, tr := h2cClient()
-	var relay *h2relay
 	bothParked := func() bool {
-		relay = nil
-		p.h.h2.each(func(r *h2relay) { relay = r })
+		relay := p.lastRelay()
 		return relay != nil && park.Parked(&relay.c2u.pk) && park.Parked(&relay.u2c.pk)
 	}
 	for i := range 3 {
@@ -330,8 +336,7 @@ func TestH2RelayParksWithoutBuffer(t *testing.T) {
 	}
 	var relay *h2relay
 	if !waitFor(5*time.Second, func() bool {
-		relay = nil
-		p.h.h2.each(func(r *h2relay) { relay = r })
+		relay = p.lastRelay()
 		return relay != nil && park.Parked(&relay.u2c.pk)
 	}) {
 		t.Fatal("the relay's upstream direction did not park")
