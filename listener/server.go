@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -93,18 +94,22 @@ func (s *Server) Listen(dir Direction) ([]*net.TCPListener, error) {
 	if dir == Inbound {
 		port = s.cfg.Proxy.InboundPort
 	}
-	ln4, err := net.ListenTCP("tcp4", &net.TCPAddr{Port: port})
+	var lc net.ListenConfig
+	if dir == Outbound {
+		lc.KeepAlive = noKeepAlive // accepted from the workload beside the proxy
+	}
+	ln4, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort("", strconv.Itoa(port)))
 	if err != nil {
 		return nil, err
 	}
-	lns := []*net.TCPListener{ln4}
+	lns := []*net.TCPListener{ln4.(*net.TCPListener)}
 	if intercept.HasIPv6() {
-		ln6, err := net.ListenTCP("tcp6", &net.TCPAddr{IP: net.IPv6unspecified, Port: port})
+		ln6, err := lc.Listen(context.Background(), "tcp6", net.JoinHostPort("::", strconv.Itoa(port)))
 		if err != nil {
 			_ = ln4.Close()
 			return nil, err
 		}
-		lns = append(lns, ln6)
+		lns = append(lns, ln6.(*net.TCPListener))
 	}
 	s.mu.Lock()
 	for _, ln := range lns {
@@ -184,7 +189,6 @@ func (s *Server) handleTo(down *net.TCPConn, dir Direction, id uint64, dst netip
 		s.refuse(down, dir, "loop", log.Warn())
 		return
 	}
-	_ = down.SetNoDelay(true)
 	c := conn{id: id, dir: dir, dst: dst}
 	if ra, ok := down.RemoteAddr().(*net.TCPAddr); ok {
 		c.src = ra.AddrPort()
@@ -546,17 +550,28 @@ func (s *Server) dialUpstream(c *conn, sni string, log zerolog.Logger) (net.Conn
 
 func (s *Server) dial(ctx context.Context, dir Direction, dst netip.AddrPort) (*net.TCPConn, error) {
 	d := net.Dialer{Timeout: s.cfg.Proxy.ConnectTimeout}
-	if dir == Inbound && dst.Addr().Is4() && s.local.Has(dst.Addr()) {
-		d.LocalAddr = passthroughAddr
+	if dir == Inbound && s.local.Has(dst.Addr()) {
+		d.KeepAlive = noKeepAlive // to the workload beside the proxy
+		if dst.Addr().Is4() {
+			d.LocalAddr = passthroughAddr
+		}
 	}
 	c, err := d.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
 		return nil, err
 	}
-	tc := c.(*net.TCPConn)
-	_ = tc.SetNoDelay(true)
-	return tc, nil
+	return c.(*net.TCPConn), nil
 }
+
+// noKeepAlive turns TCP keep-alive off (net.ListenConfig and net.Dialer) on the
+// connections whose peer is the workload beside the proxy: those accepted outbound, and
+// those dialed inbound to a local address. Both ends share a network namespace, so if
+// the workload goes away the kernel ends them at once and probes would find nothing;
+// leaving them off saves four setsockopt calls on every new connection. Connections to
+// and from other hosts keep Go's default (probes after 15 s idle), which finds a peer
+// that vanished without a reset. (Every TCP connection Go makes already has
+// TCP_NODELAY set.)
+const noKeepAlive = -1
 
 var passthroughAddr = &net.TCPAddr{IP: net.ParseIP(intercept.InboundPassthroughV4)}
 
