@@ -255,7 +255,6 @@ func cmdRun(args []string, stderr io.Writer) int {
 			go func() { errc <- srv.Serve(ln, dir) }()
 		}
 	}
-	admin.SetReady(true)
 
 	// SIGHUP with no file re-applies the defaults: there is nothing to watch.
 	hup := func() { rl.apply(config.Load("")) }
@@ -273,6 +272,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	// Ready only now: a config written, or a SIGHUP sent, as soon as /ready says so is
+	// seen at once, not at the file's next recheck (or by the default SIGHUP action).
+	admin.SetReady(true)
 wait:
 	for {
 		select {
