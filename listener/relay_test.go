@@ -153,3 +153,60 @@ func BenchmarkRelay64KiB(b *testing.B) {
 		}
 	}
 }
+
+// A chatty exchange over one relay: messages of every size, answered at once, after a
+// pause shorter than the time a direction waits before it parks, or after a longer one,
+// and now and then a burst larger than the socket buffers, read slowly so that the
+// relay finds its destination full. Every byte must come back in order, and no wait
+// may miss bytes that arrived as it began (the exchange would stall).
+func TestRelayChattyExchange(t *testing.T) {
+	client, server, res := relayed(t, time.Minute)
+	go func() { // echo
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := server.Read(buf)
+			if n > 0 {
+				if _, werr := server.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				_ = server.CloseWrite()
+				return
+			}
+		}
+	}()
+	sizes := []int{1, 7, 100, 1460, 4096, 65 << 10, 3 << 20}
+	pauses := []time.Duration{0, 0, 200 * time.Microsecond, 2 * parkAfter}
+	var sent int64
+	got := make([]byte, 3<<20)
+	for i := 0; i < 120; i++ {
+		msg := make([]byte, sizes[i%len(sizes)])
+		_, _ = rand.Read(msg)
+		time.Sleep(pauses[i%len(pauses)])
+		werr := make(chan error, 1)
+		go func() { _, err := client.Write(msg); werr <- err }()
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if len(msg) > 1<<20 {
+			time.Sleep(20 * time.Millisecond) // let the buffers on the way fill up
+		}
+		if _, err := io.ReadFull(client, got[:len(msg)]); err != nil {
+			t.Fatalf("message %d (%d bytes): %v", i, len(msg), err)
+		}
+		if err := <-werr; err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got[:len(msg)], msg) {
+			t.Fatalf("message %d (%d bytes) came back changed", i, len(msg))
+		}
+		sent += int64(len(msg))
+	}
+	_ = client.CloseWrite()
+	if n, err := io.Copy(io.Discard, client); n != 0 || err != nil {
+		t.Fatalf("after the half-close: %d more bytes, %v", n, err)
+	}
+	r := <-res
+	if r.Err != nil || r.Received != sent || r.Sent != sent {
+		t.Errorf("result = %+v, want %d bytes each way, no error", r, sent)
+	}
+}

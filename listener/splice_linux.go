@@ -2,11 +2,8 @@ package listener
 
 import (
 	"errors"
-	"net"
 	"os"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -81,9 +78,15 @@ const parkAfter = 5 * time.Millisecond
 // telling the relay of every batch, or until it parks: it then reports true, and the
 // direction is no longer this goroutine's.
 //
-// A direction waits here holding no pipe and allocating nothing, and the burst runs in
-// its own call, whose frame is gone by then. The read deadline of src bounds each
-// wait: when it passes, the relay decides whether the direction is idle.
+// The whole burst runs inside one RawConn.Read of src, and the splice that finds src
+// empty is also the first step of the wait that follows. (The runtime's poller clears
+// its readiness mark as a RawConn.Read begins, so the first step of one must be a call
+// on the socket; within the same one, the mark set by bytes that arrive after that call
+// is kept.) The pipe goes back to the pool as that splice finds nothing, so a waiting
+// direction holds none. A request of a few bytes and its answer thus cost three calls a
+// way: splice in, splice out, and the splice in that finds nothing and waits. The read
+// deadline of src bounds each wait: when it passes, the relay decides whether the
+// direction is idle.
 func (d *direction) copy() (parked bool) {
 	r := d.r
 	srcRC, err := d.src.SyscallConn()
@@ -91,20 +94,81 @@ func (d *direction) copy() (parked bool) {
 		d.err = err
 		return false
 	}
+	dstRC, err := d.dst.SyscallConn()
+	if err != nil {
+		d.err = err
+		return false
+	}
 	var (
-		peek [1]byte
-		perr syscall.Errno
+		p      *spliceBuf    // held only while bytes move
+		n      int           // bytes the last splice moved
+		opErr  error         // of the last splice, or of getPipe
+		full   bool          // dst had no room: the rest waits for it outside the read
+		wait   time.Duration // the read deadline's distance, set before each wait
+		moved  bool          // bytes moved since the read deadline was set
+		dlnErr error         // of setting it from inside the read
 	)
-	readable := func(fd uintptr) bool {
-		// recvfrom(2) with MSG_PEEK, made directly: unix.Recvfrom allocates a sockaddr
-		// on every call. A pending error (a reset) is reported here, once.
-		_, _, perr = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peek[0])), 1,
-			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		return perr != unix.EAGAIN
+	defer func() {
+		if p != nil {
+			putPipe(p)
+		}
+	}()
+	drainNow := func(fd uintptr) { // pipe → socket, without waiting
+		nn, err := unix.Splice(p.r, nil, int(fd), nil, p.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, opErr = 0, err
+		if err == nil {
+			n = int(nn)
+		}
+	}
+	// burst moves what src has until it has nothing (then it waits: false), an EOF, an
+	// error or a full dst (true).
+	burst := func(fd uintptr) bool {
+		for {
+			if p == nil {
+				if p, opErr = getPipe(); opErr != nil {
+					return true
+				}
+			}
+			nn, err := unix.Splice(int(fd), nil, p.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			if err == unix.EAGAIN {
+				putPipe(p)
+				p = nil
+				if moved { // the wait is counted from now
+					moved = false
+					if dlnErr = d.src.SetReadDeadline(time.Now().Add(wait)); dlnErr != nil {
+						return true
+					}
+				}
+				return false
+			}
+			if err != nil || nn == 0 {
+				n, opErr = 0, err
+				return true
+			}
+			// pipe → dst, as far as dst takes it now
+			p.n, opErr = int(nn), nil
+			for p.n > 0 && opErr == nil && !full {
+				if err := dstRC.Control(drainNow); err != nil {
+					opErr = err
+				} else if opErr == unix.EAGAIN {
+					opErr, full = nil, true
+				} else if opErr == nil {
+					p.n -= n
+				}
+			}
+			if out := int(nn) - p.n; out > 0 {
+				moved = true
+				d.bytes += int64(out)
+				r.moved(d.toUpstream, int64(out))
+			}
+			if p.n > 0 {
+				return true // an error, or no room in dst
+			}
+		}
 	}
 	for {
-		// Wait, holding no pipe, until src has data or EOF.
-		wait, mayPark := r.idle, !d.park.Failed()
+		var mayPark bool
+		wait, mayPark = r.idle, !d.park.Failed()
 		if mayPark && parkAfter < wait {
 			wait = parkAfter
 		}
@@ -112,7 +176,12 @@ func (d *direction) copy() (parked bool) {
 			d.err = err
 			return false
 		}
-		if err := srcRC.Read(readable); err != nil {
+		moved, full = false, false
+		if err := srcRC.Read(burst); err != nil {
+			if p != nil { // the deadline had passed before the first splice
+				putPipe(p)
+				p = nil
+			}
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				d.err = err
 				return false
@@ -126,88 +195,36 @@ func (d *direction) copy() (parked bool) {
 			}
 			continue
 		}
-		if perr != 0 {
-			d.err = os.NewSyscallError("recvfrom", perr)
-			return false
-		}
-		n, eof, err := spliceBurst(d.dst, d.src)
-		d.bytes += n
-		if n > 0 {
-			r.moved(d.toUpstream, n)
-		}
-		if err != nil || eof {
-			d.err = err
-			return false
-		}
-	}
-}
-
-// spliceBurst moves what src has now (and what keeps arriving while it moves) to dst
-// through a pooled pipe, returning when src has nothing more for the moment or at EOF.
-func spliceBurst(dst, src *net.TCPConn) (total int64, eof bool, err error) {
-	srcRC, err := src.SyscallConn()
-	if err != nil {
-		return 0, false, err
-	}
-	dstRC, err := dst.SyscallConn()
-	if err != nil {
-		return 0, false, err
-	}
-	p, err := getPipe()
-	if err != nil {
-		return 0, false, err
-	}
-	defer putPipe(p)
-	var (
-		n     int   // bytes the last splice moved
-		opErr error // of the last splice
-	)
-	fill := func(fd uintptr) { // socket → pipe, without waiting
-		nn, err := unix.Splice(int(fd), nil, p.w, nil, pipeSize-p.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		n, opErr = 0, err
-		if err == nil {
-			n = int(nn) // on error nn is -1
-		}
-	}
-	drain := func(fd uintptr) bool { // pipe → socket
-		nn, err := unix.Splice(p.r, nil, int(fd), nil, p.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		if errors.Is(err, unix.EAGAIN) {
-			return false // dst is full: wait until it drains
-		}
-		n, opErr = 0, err
-		if err == nil {
-			n = int(nn)
-		}
-		return true
-	}
-	for {
-		// An empty socket ends the burst.
-		if cerr := srcRC.Control(fill); cerr != nil {
-			return total, false, cerr
-		}
-		in, inErr := n, opErr
 		switch {
-		case inErr == nil && in == 0:
-			eof = true
-		case errors.Is(inErr, unix.EAGAIN):
-			inErr = nil
-		case inErr != nil:
-			return total, false, os.NewSyscallError("splice", inErr)
+		case dlnErr != nil:
+			d.err = dlnErr
+			return false
+		case opErr != nil && p == nil: // getPipe
+			d.err = opErr
+			return false
+		case opErr != nil:
+			d.err = os.NewSyscallError("splice", opErr)
+			return false
+		case !full:
+			return false // EOF
 		}
-		p.n += in
-		// pipe → socket, waiting for room in dst as needed.
+		// dst is full: wait for room, then go back to reading.
+		left := p.n
 		for p.n > 0 {
-			if werr := dstRC.Write(drain); werr != nil {
-				return total, false, werr
+			if err := dstRC.Write(func(fd uintptr) bool {
+				drainNow(fd)
+				return opErr != unix.EAGAIN
+			}); err != nil {
+				d.err = err
+				return false
 			}
 			if opErr != nil {
-				return total, false, os.NewSyscallError("splice", opErr)
+				d.err = os.NewSyscallError("splice", opErr)
+				return false
 			}
 			p.n -= n
-			total += int64(n)
 		}
-		if eof || in == 0 {
-			return total, eof, nil
-		}
+		d.bytes += int64(left)
+		r.moved(d.toUpstream, int64(left))
 	}
 }
