@@ -101,7 +101,6 @@ func (d *direction) copy() (parked bool) {
 	}
 	var (
 		p      *spliceBuf    // held only while bytes move
-		n      int           // bytes the last splice moved
 		opErr  error         // of the last splice, or of getPipe
 		full   bool          // dst had no room: the rest waits for it outside the read
 		wait   time.Duration // the read deadline's distance, set before each wait
@@ -113,12 +112,26 @@ func (d *direction) copy() (parked bool) {
 			putPipe(p)
 		}
 	}()
-	drainNow := func(fd uintptr) { // pipe → socket, without waiting
-		nn, err := unix.Splice(p.r, nil, int(fd), nil, p.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		n, opErr = 0, err
-		if err == nil {
-			n = int(nn)
+	// drain empties the pipe into dst as far as dst takes it now, and tells the relay of
+	// what it moved. It reports false when dst has no room left (opErr is then nil).
+	drain := func(fd uintptr) bool {
+		out := 0
+		for p.n > 0 && opErr == nil {
+			nn, err := unix.Splice(p.r, nil, int(fd), nil, p.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			if err == unix.EAGAIN {
+				break
+			}
+			if opErr = err; err == nil {
+				p.n -= int(nn)
+				out += int(nn)
+			}
 		}
+		if out > 0 {
+			moved = true
+			d.bytes += int64(out)
+			r.moved(d.toUpstream, int64(out))
+		}
+		return p.n == 0 || opErr != nil
 	}
 	// burst moves what src has until it has nothing (then it waits: false), an EOF, an
 	// error or a full dst (true).
@@ -142,24 +155,12 @@ func (d *direction) copy() (parked bool) {
 				return false
 			}
 			if err != nil || nn == 0 {
-				n, opErr = 0, err
+				opErr = err
 				return true
 			}
-			// pipe → dst, as far as dst takes it now
 			p.n, opErr = int(nn), nil
-			for p.n > 0 && opErr == nil && !full {
-				if err := dstRC.Control(drainNow); err != nil {
-					opErr = err
-				} else if opErr == unix.EAGAIN {
-					opErr, full = nil, true
-				} else if opErr == nil {
-					p.n -= n
-				}
-			}
-			if out := int(nn) - p.n; out > 0 {
-				moved = true
-				d.bytes += int64(out)
-				r.moved(d.toUpstream, int64(out))
+			if err := dstRC.Control(func(fd uintptr) { full = !drain(fd) }); err != nil {
+				opErr = err
 			}
 			if p.n > 0 {
 				return true // an error, or no room in dst
@@ -209,22 +210,13 @@ func (d *direction) copy() (parked bool) {
 			return false // EOF
 		}
 		// dst is full: wait for room, then go back to reading.
-		left := p.n
-		for p.n > 0 {
-			if err := dstRC.Write(func(fd uintptr) bool {
-				drainNow(fd)
-				return opErr != unix.EAGAIN
-			}); err != nil {
-				d.err = err
-				return false
-			}
-			if opErr != nil {
-				d.err = os.NewSyscallError("splice", opErr)
-				return false
-			}
-			p.n -= n
+		if err := dstRC.Write(drain); err != nil {
+			d.err = err
+			return false
 		}
-		d.bytes += int64(left)
-		r.moved(d.toUpstream, int64(left))
+		if opErr != nil {
+			d.err = os.NewSyscallError("splice", opErr)
+			return false
+		}
 	}
 }
